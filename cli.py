@@ -1,0 +1,97 @@
+"""Command-line plumbing shared by the four scripts: one-line errors, argument types, display check.
+
+Bad user input ends a script with one line on stderr naming the flag or file
+and what is accepted, and exit status 2 (argparse's convention), never a
+traceback. Imports nothing heavy, so `noise_model.py` stays Keras-free.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; its message is shown as is."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with defaults in --help and errors on one line (no usage block)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_main(main):
+    """Call `main()`; turn a `UserError` into a one-line message and exit status 2."""
+    try:
+        return main()
+    except UserError as error:
+        prog = os.path.basename(sys.argv[0])
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def existing_dir(text):
+    """argparse type: a folder that exists."""
+    if not Path(text).is_dir():
+        reason = "is a file, not a folder" if Path(text).exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r} {reason}")
+    return text
+
+
+def existing_file(text):
+    """argparse type: a file that exists."""
+    if not Path(text).is_file():
+        reason = "is a folder, not a file" if Path(text).exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r} {reason}")
+    return text
+
+
+def prepare_output_dir(path, flag):
+    """Create the output folder `path` if needed; a file in the way or no write access is a UserError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: a file is in the way; pass a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot create it ({error.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path}: not writable")
+    return path
+
+
+def has_display():
+    """True where a GUI window can open (an X11/Wayland display on Linux; always on macOS/Windows)."""
+    if sys.platform.startswith(("darwin", "win")):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

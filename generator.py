@@ -1,0 +1,155 @@
+"""Training and validation data: random noisy patch pairs and a fixed noisy validation set.
+
+Images are uint8 BGR arrays (OpenCV order), HxWx3, values 0-255. Batches
+handed to Keras are float32 in the same 0-255 range, shaped
+(batch, height, width, 3).
+"""
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Height and width of validation images are cropped to a multiple of this
+# (the UNet pools four times by 2).
+SIZE_MULTIPLE = 16
+
+# Natural photos that scikit-image ships inside its package, used when no
+# --image_dir/--test_dir is given (grayscale ones are read as 3 channels).
+BUNDLED_TRAIN_PHOTOS = ("astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",
+                        "retina.jpg", "ihc.png", "brick.png", "grass.png", "gravel.png", "coins.png", "moon.png")
+BUNDLED_VAL_PHOTOS = ("chelsea.png", "camera.png")
+
+
+class NoImagesError(ValueError):
+    """No usable image was found where images were expected."""
+
+
+def list_images(folder):
+    """Image files below `folder` (recursive; .png .jpg .jpeg .bmp .tif .tiff in any letter case), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def bundled_photo_paths(names):
+    """Paths of photos that scikit-image ships (no download needed)."""
+    try:
+        import skimage
+    except ImportError:
+        raise NoImagesError("scikit-image is not installed, so there are no bundled photos; "
+                            "pass --image_dir and --test_dir") from None
+    folder = Path(skimage.__file__).parent / "data"
+    return [folder / name for name in names if (folder / name).is_file()]
+
+
+def read_image(path):
+    """Read an image file as HxWx3 uint8 BGR, or None where it cannot be decoded.
+
+    OpenCV's IMREAD_COLOR turns grayscale into 3 equal channels, drops alpha,
+    scales 16-bit to 8-bit and applies the EXIF orientation.
+    """
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def load_images(paths, min_size=1, what="image"):
+    """Decode `paths` once into a list of uint8 arrays, skipping (with a warning) unreadable or too small files."""
+    images = []
+    for path in paths:
+        image = read_image(path)
+        if image is None:
+            warnings.warn(f"skipping {path}: not a readable image", stacklevel=2)
+        elif min(image.shape[:2]) < min_size:
+            warnings.warn(f"skipping {path}: {image.shape[1]}x{image.shape[0]} is smaller than the "
+                          f"{min_size}x{min_size} {what}", stacklevel=2)
+        else:
+            images.append(image)
+    if not images:
+        raise NoImagesError(f"no readable image of at least {min_size}x{min_size} pixels among {len(paths)} files")
+    return images
+
+
+class NoisyImageGenerator(keras.utils.PyDataset):
+    """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255.
+
+    One epoch is `steps` batches. Batch `index` of epoch `e` is drawn from a
+    generator seeded by (seed, e, index), so runs are reproducible whatever
+    the number or scheduling of worker threads.
+    """
+
+    def __init__(self, images, source_noise_model, target_noise_model, batch_size=16, image_size=64,
+                 steps=1000, seed=None, **pydataset_kwargs):
+        super().__init__(**pydataset_kwargs)
+        self.images = [image for image in images if min(image.shape[:2]) >= image_size]
+        if not self.images:
+            raise NoImagesError(f"no training image is at least {image_size}x{image_size} pixels")
+        self.source_noise_model = source_noise_model
+        self.target_noise_model = target_noise_model
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.steps = steps
+        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self.epoch = 0
+
+    def __len__(self):
+        return self.steps
+
+    def random_patch(self, rng):
+        """A random image_size x image_size crop (uint8 view) of a random image."""
+        image = self.images[rng.integers(len(self.images))]
+        height, width = image.shape[:2]
+        top = rng.integers(height - self.image_size + 1)
+        left = rng.integers(width - self.image_size + 1)
+        return image[top:top + self.image_size, left:left + self.image_size]
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        shape = (self.batch_size, self.image_size, self.image_size, self.images[0].shape[2])
+        sources = np.empty(shape, np.float32)
+        targets = np.empty(shape, np.float32)
+        for k in range(self.batch_size):
+            patch = self.random_patch(rng)
+            sources[k] = self.source_noise_model(patch, rng)
+            targets[k] = self.target_noise_model(patch, rng)
+        return sources, targets
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def crop_to_multiple(image, multiple=SIZE_MULTIPLE):
+    """Crop the bottom/right edges so height and width are multiples of `multiple`."""
+    height, width = image.shape[:2]
+    return image[: height - height % multiple, : width - width % multiple]
+
+
+class ValGenerator(keras.utils.PyDataset):
+    """The validation set: one (noisy, clean) image pair per batch, float32 0-255, shape (1, H, W, 3).
+
+    Each image is cropped to a multiple of 16 and its noise is drawn once from
+    `seed`, so every epoch (and every run with the same seed) sees the same data.
+    """
+
+    def __init__(self, images, val_noise_model, seed=0, **pydataset_kwargs):
+        super().__init__(**pydataset_kwargs)
+        rng = np.random.default_rng(seed)
+        cropped = [crop_to_multiple(image) for image in images if min(image.shape[:2]) >= SIZE_MULTIPLE]
+        if not cropped:
+            raise NoImagesError(f"no validation image is at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels")
+        self.data = [(val_noise_model(clean, rng)[np.newaxis].astype(np.float32),
+                      clean[np.newaxis].astype(np.float32)) for clean in cropped]
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+
+def default_workers():
+    """Worker threads that make batches while the model trains: one per core, 2 to 4.
+
+    Keras only runs a PyDataset in background threads when workers > 1.
+    """
+    return min(4, max(2, os.cpu_count() or 2))

@@ -1,0 +1,215 @@
+"""Networks, loss, metric and callbacks of the Noise2Noise suite.
+
+Everything here is written with `keras.ops` / `keras.layers` only, so the
+TensorFlow (default), JAX and PyTorch backends all work. This module knows
+nothing about images on disk or noise: it sees float tensors of pixel values
+in the 0-255 range, shaped (batch, height, width, channels).
+"""
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+MODEL_NAMES = ("srresnet", "unet")
+
+# One set of conv arguments shared by every 3x3 convolution of the SRResNet.
+SRRESNET_CONV = dict(kernel_size=3, padding="same", kernel_initializer="he_normal")
+
+
+# ----------------------------------------------------------------- networks
+def _srresnet_residual_block(inputs, filters):
+    x = layers.Conv2D(filters, **SRRESNET_CONV)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.PReLU(shared_axes=[1, 2])(x)
+    x = layers.Conv2D(filters, **SRRESNET_CONV)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Add()([x, inputs])
+
+
+def get_srresnet_model(channels=3, filters=64, residual_blocks=16):
+    """SRResNet without upsampling (Ledig et al. 2017): 1,231,683 parameters for RGB."""
+    inputs = keras.Input((None, None, channels))
+    x = layers.Conv2D(filters, **SRRESNET_CONV)(inputs)
+    first_features = layers.PReLU(shared_axes=[1, 2])(x)
+    x = first_features
+    for _ in range(residual_blocks):
+        x = _srresnet_residual_block(x, filters)
+    x = layers.Conv2D(filters, **SRRESNET_CONV)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Add()([x, first_features])
+    outputs = layers.Conv2D(channels, **SRRESNET_CONV)(x)
+    return keras.Model(inputs, outputs, name="srresnet")
+
+
+def _unet_conv_pair(x, filters, dropout=0.0):
+    # Two ReLU 3x3 convolutions, with dropout between them at the bottom level only.
+    x = layers.Conv2D(filters, 3, activation="relu", padding="same")(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return layers.Conv2D(filters, 3, activation="relu", padding="same")(x)
+
+
+def _unet_level(x, filters, depth, dropout):
+    """One U-Net level: conv pair, pool, recurse, upsample + 2x2 conv, concat, conv pair."""
+    if depth == 0:
+        return _unet_conv_pair(x, filters, dropout)
+    skip = _unet_conv_pair(x, filters)
+    x = layers.MaxPooling2D()(skip)
+    x = _unet_level(x, filters * 2, depth - 1, dropout)
+    x = layers.UpSampling2D()(x)
+    x = layers.Conv2D(filters, 2, activation="relu", padding="same")(x)
+    x = layers.Concatenate()([skip, x])
+    return _unet_conv_pair(x, filters)
+
+
+def get_unet_model(channels=3, start_filters=64, depth=4, dropout=0.5):
+    """U-Net (Ronneberger et al. 2015): 31,031,875 parameters for RGB.
+
+    Four 2x poolings: height and width must be multiples of 16.
+    """
+    inputs = keras.Input((None, None, channels))
+    x = _unet_level(inputs, start_filters, depth, dropout)
+    outputs = layers.Conv2D(channels, 1)(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+def get_model(model_name="srresnet", channels=3):
+    """Build an untrained denoiser by name ('srresnet' or 'unet')."""
+    builders = {"srresnet": get_srresnet_model, "unet": get_unet_model}
+    if model_name not in builders:
+        raise ValueError(f"model name should be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
+    return builders[model_name](channels=channels)
+
+
+# ------------------------------------------------------------ loss, metric
+def psnr(y_true, y_pred):
+    """Mean-over-batch PSNR in dB of 0-255 images; the prediction is clipped to [0, 255] first."""
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0)
+    mse = ops.mean(ops.square(y_pred - y_true))
+    return 10.0 / math.log(10.0) * ops.log(255.0**2 / mse)
+
+
+def psnr_metric():
+    """The PSNR as a Keras metric named "PSNR", so the history keys are PSNR / val_PSNR."""
+    return keras.metrics.MeanMetricWrapper(psnr, name="PSNR")
+
+
+class L0Loss(keras.losses.Loss):
+    """Annealed L0 loss (|y - y'| + 1e-8) ** gamma, mean over the pixels.
+
+    gamma lives in a variable that `AnnealL0Gamma` lowers from 2 towards 0.
+    """
+
+    def __init__(self, gamma=2.0, name="l0"):
+        super().__init__(name=name)
+        self.gamma = keras.Variable(gamma, trainable=False, name="l0_gamma", dtype="float32")
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        return ops.mean(ops.power(ops.abs(y_true - y_pred) + 1e-8, self.gamma), axis=-1)
+
+
+def get_loss(loss_name, l0_loss=None):
+    """'mse' | 'mae' | 'l0' -> a Keras loss; pass the `L0Loss` to anneal for 'l0'."""
+    if loss_name == "l0":
+        return l0_loss if l0_loss is not None else L0Loss()
+    if loss_name in ("mse", "mae"):
+        return loss_name
+    raise ValueError(f"loss should be one of mse, mae, l0, got {loss_name!r}")
+
+
+def l0_gamma(epoch, nb_epochs):
+    """gamma at the start of 0-based `epoch`: 2 * (nb_epochs - epoch) / nb_epochs."""
+    return 2.0 * (nb_epochs - epoch) / nb_epochs
+
+
+def learning_rate_at(epoch, nb_epochs, initial_lr):
+    """Step schedule of the original: x1, then x0.5 from 25 %, x0.25 from 50 %, x0.125 from 75 % of the epochs."""
+    for fraction, factor in ((0.25, 1.0), (0.50, 0.5), (0.75, 0.25)):
+        if epoch < nb_epochs * fraction:
+            return initial_lr * factor
+    return initial_lr * 0.125
+
+
+# ---------------------------------------------------------------- callbacks
+class AnnealL0Gamma(keras.callbacks.Callback):
+    """Sets the L0 loss' gamma at the start of every epoch."""
+
+    def __init__(self, l0_loss, nb_epochs):
+        super().__init__()
+        self.l0_loss = l0_loss
+        self.nb_epochs = nb_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.l0_loss.gamma.assign(l0_gamma(epoch, self.nb_epochs))
+        if keras.backend.backend() != "tensorflow":
+            # JAX and torch trace the variable's value as a constant: retrace once per epoch.
+            self.model.make_train_function(force=True)
+
+
+class HistorySaver(keras.callbacks.Callback):
+    """Writes {"history": {metric: [per-epoch values]}} to an .npz after every epoch.
+
+    The file is replaced atomically, so a run killed at any moment keeps the
+    history of its completed epochs.
+    """
+
+    def __init__(self, path, history=None):
+        super().__init__()
+        self.path = str(path)
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        save_history(self.path, self.history)
+
+
+def save_history(path, history):
+    """Atomically write `history` (dict of lists) as np.savez(path, history=history)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
+        np.savez(handle, history=history)
+    os.replace(handle.name, path)
+
+
+def training_callbacks(output_path, nb_epochs, lr, l0_loss=None):
+    """The callbacks of a training run: LR schedule, best-val_PSNR checkpoint, history, L0 annealing."""
+    checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_PSNR", mode="max", save_best_only=True,
+                                        save_weights_only=True, verbose=1),
+        HistorySaver(os.path.join(str(output_path), "history.npz")),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if l0_loss is not None:
+        callbacks.append(AnnealL0Gamma(l0_loss, nb_epochs))
+    return callbacks
+
+
+# ------------------------------------------------------------------ weights
+def load_weights(model, path):
+    """Load Keras 3 `.weights.h5` or an original Keras 2 `.hdf5`/`.h5` checkpoint into `model`.
+
+    Keras 2 files (full model or weights only) are matched layer by layer in
+    build order, which is the order the original code built them in.
+    """
+    path = str(path)
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+    elif path.endswith((".h5", ".hdf5")):
+        model.load_weights(path)  # Keras' legacy HDF5 reader
+    else:
+        raise ValueError(f"weight file should end in .weights.h5, .h5 or .hdf5: {path}")
+
+
+def denoise(model, image):
+    """Denoise one HxWxC uint8 image (BGR 0-255) and return HxWxC uint8."""
+    prediction = model.predict(image[np.newaxis].astype("float32"), verbose=0)[0]
+    return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

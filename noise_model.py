@@ -1,0 +1,196 @@
+"""Noise models of the Noise2Noise suite, and a script that previews them.
+
+A noise model is built from a spec string such as "gaussian,0,50" by
+`get_noise_model`. Every noise function is pure: it takes an HxWxC uint8
+image (0-255) and a `numpy.random.Generator`, never modifies the image, and
+returns a new HxWxC uint8 image. Pure numpy/OpenCV: no Keras import, so
+previews start fast and data-loader workers stay light.
+
+    python3 noise_model.py --noise_model text,0,95
+"""
+import functools
+import string
+import sys
+
+import cv2
+import numpy as np
+
+import cli
+
+TEXT_ALPHABET = np.array(list(string.ascii_letters + string.digits))
+# Text noise stops after this many strings even if the occupancy is not reached
+# (100 % occupancy, for example, is rarely reachable exactly).
+TEXT_MAX_STRINGS = 10_000
+
+
+def gaussian_noise(image, rng, min_stddev, max_stddev):
+    """Add N(0, s^2) noise with s ~ U[min_stddev, max_stddev] (0-255 scale); clip and truncate to uint8."""
+    stddev = rng.uniform(min_stddev, max_stddev)
+    noisy = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(stddev)
+    # Truncation toward zero after clipping, as the original's astype(np.uint8).
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def clean(image, rng):
+    """No noise: a copy of the image (for clean targets)."""
+    return image.copy()
+
+
+def _random_text_stamp(rng, height, width):
+    """Draw the parameters of one random string that fits an HxW image."""
+    text = "".join(rng.choice(TEXT_ALPHABET, size=rng.integers(5, 11)))
+    font_scale = rng.uniform(0.5, 1.0)
+    thickness = int(rng.integers(1, 4))
+    (text_width, text_height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    x = int(rng.integers(0, max(0, width - 1 - text_width) + 1))
+    y = int(rng.integers(text_height, max(text_height, height - 1 - baseline) + 1))
+    color = tuple(float(c) for c in rng.uniform(0, 255, size=3))
+    return text, (x, y), font_scale, thickness, color
+
+
+def text_noise(image, rng, min_occupancy, max_occupancy):
+    """Stamp random strings until their pixels cover a fraction drawn in [min, max] % of the image."""
+    noisy = image.copy()
+    height, width = image.shape[:2]
+    target = height * width * rng.uniform(min_occupancy, max_occupancy) / 100.0
+    covered = np.zeros((height, width), np.uint8)  # 255 where any string was drawn
+    count = 0
+    for _ in range(TEXT_MAX_STRINGS):
+        if count >= target:
+            break
+        text, origin, scale, thickness, color = _random_text_stamp(rng, height, width)
+        cv2.putText(noisy, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color[: image.shape[2]], thickness)
+        # Count only inside the new string's box (with a stroke margin), not the whole image.
+        (text_width, text_height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        margin = thickness + 2
+        box = covered[max(0, origin[1] - text_height - margin): origin[1] + baseline + margin,
+                      max(0, origin[0] - margin): origin[0] + text_width + margin]
+        before = cv2.countNonZero(box)
+        cv2.putText(covered, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness)
+        count += cv2.countNonZero(box) - before
+    return noisy
+
+
+def impulse_noise(image, rng, min_occupancy, max_occupancy):
+    """Replace a fraction p ~ U[min, max] % of the values (each channel separately) by uniform 0-255 values."""
+    rate = rng.uniform(min_occupancy, max_occupancy) / 100.0
+    hit = rng.random(image.shape) < rate
+    values = rng.integers(0, 256, size=image.shape, dtype=np.uint8)
+    return np.where(hit, values, image)
+
+
+# name -> (function, names of its numeric parameters, accepted range of each)
+NOISE_MODELS = {
+    "gaussian": (gaussian_noise, ("min_stddev", "max_stddev"), (0.0, float("inf"))),
+    "clean": (clean, (), None),
+    "text": (text_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0)),
+    "impulse": (impulse_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0)),
+}
+
+
+def parse_noise_spec(spec):
+    """'gaussian,0,50' -> ('gaussian', (0.0, 50.0)); a ValueError says what is wrong and what is accepted."""
+    name, *tokens = [token.strip() for token in str(spec).split(",")]
+    if name not in NOISE_MODELS:
+        raise ValueError(f"unknown noise model {name!r} in {spec!r}; valid: {', '.join(NOISE_MODELS)}")
+    _, param_names, value_range = NOISE_MODELS[name]
+    usage = ",".join((name,) + param_names)
+    if len(tokens) != len(param_names):
+        raise ValueError(f"{spec!r}: expected {usage}")
+    try:
+        values = tuple(float(token) for token in tokens)
+    except ValueError:
+        raise ValueError(f"{spec!r}: parameters must be numbers, as in {usage}") from None
+    if values:
+        low, high = value_range
+        if not (low <= values[0] <= values[1] <= high and np.isfinite(values[1])):
+            upper = "" if high == float("inf") else f" <= {high:g}"
+            raise ValueError(f"{spec!r}: expected {low:g} <= {param_names[0]} <= {param_names[1]}{upper}")
+    return name, values
+
+
+def get_noise_model(spec="gaussian,0,50"):
+    """Spec string -> `noise(image, rng=None)`; unknown names list the valid ones (ValueError)."""
+    name, values = parse_noise_spec(spec)
+    function = functools.partial(NOISE_MODELS[name][0], **dict(zip(NOISE_MODELS[name][1], values)))
+
+    def noise(image, rng=None):
+        return function(image, rng if rng is not None else np.random.default_rng())
+
+    noise.spec = spec
+    return noise
+
+
+def noise_spec(text):
+    """argparse type for a noise spec: validated at parse time, before anything is loaded."""
+    import argparse
+
+    try:
+        parse_noise_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+# ------------------------------------------------------------------ preview
+def get_args(argv=None):
+    parser = cli.ArgumentParser(description="Preview a noise model on a flat grey image or on a photo. "
+                                            "In a window: any key draws new noise, q quits.")
+    parser.add_argument("--image_size", type=cli.positive_int, default=256,
+                        help="side of the flat grey (128) preview image, in pixels")
+    parser.add_argument("--noise_model", type=noise_spec, default="gaussian,0,50",
+                        help=f"noise spec NAME[,MIN,MAX]; NAME one of {', '.join(NOISE_MODELS)}")
+    parser.add_argument("--image", type=cli.existing_file, default=None,
+                        help="preview on this photo instead of a flat grey image")
+    parser.add_argument("--output", type=str, default=None,
+                        help="save the preview to this PNG file instead of showing a window")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the noise (default: random)")
+    return parser.parse_args(argv)
+
+
+def preview_source(args):
+    """The uint8 BGR image the noise is previewed on."""
+    if args.image is None:
+        return np.full((args.image_size, args.image_size, 3), 128, np.uint8)
+    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if image is None:
+        raise cli.UserError(f"--image {args.image}: not a readable image file")
+    return image
+
+
+def show_in_window(image, noise, rng):
+    """Show noisy versions of `image` in a matplotlib window: any key for new noise, q to quit."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots()
+    axes.set_axis_off()
+    shown = axes.imshow(cv2.cvtColor(noise(image, rng), cv2.COLOR_BGR2RGB))
+    axes.set_title("any key: new noise, q: quit")
+
+    def redraw(event):
+        if event.key != "q":
+            shown.set_data(cv2.cvtColor(noise(image, rng), cv2.COLOR_BGR2RGB))
+            figure.canvas.draw_idle()
+
+    figure.canvas.mpl_connect("key_press_event", redraw)
+    plt.show()
+
+
+def main(argv=None):
+    args = get_args(argv)
+    noise = get_noise_model(args.noise_model)
+    rng = np.random.default_rng(args.seed)
+    image = preview_source(args)
+    if args.output is None and not cli.has_display():
+        raise cli.UserError("no display to show a window; pass --output FILE.png to save the preview")
+    if args.output is None:
+        show_in_window(image, noise, rng)
+        return 0
+    if not cv2.imwrite(args.output, noise(image, rng)):
+        raise cli.UserError(f"--output {args.output}: cannot write it (use a .png name in a writable folder)")
+    print(f"saved {args.noise_model} preview to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

@@ -1,0 +1,83 @@
+"""Compare training runs: plot per-epoch metrics from each run folder's history.npz.
+
+    python3 plot_history.py --input1 gaussian --input2 clean
+
+writes val_loss.png and val_PSNR.png (one line per run, labelled by folder
+name) into --output_dir. Needs only numpy and matplotlib.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import cli
+
+METRICS = ("val_loss", "val_PSNR")
+
+
+def load_history(run_dir):
+    """The {metric: [per-epoch values]} dict that train.py saved in run_dir/history.npz."""
+    path = Path(run_dir) / "history.npz"
+    if not path.is_file():
+        raise cli.UserError(f"{run_dir}: no history.npz in it (pass a train.py --output_path folder)")
+    try:
+        with np.load(path, allow_pickle=True) as data:
+            return data["history"].item()
+    except (OSError, ValueError, KeyError) as error:
+        raise cli.UserError(f"{path}: not a train.py history file ({error})") from None
+
+
+def plot_metric(histories, metric, path):
+    """One PNG at `path` with one line per run for `metric`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for name, history in histories.items():
+        values = history.get(metric, [])
+        axes.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 20 else None, label=name)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric + (" (dB)" if "PSNR" in metric else ""))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_runs(run_dirs, output_dir, metrics=METRICS):
+    """Plot each metric of the runs in `run_dirs` into output_dir/<metric>.png; returns the written paths."""
+    histories = {}
+    for run_dir in run_dirs:
+        name = Path(run_dir).resolve().name
+        histories[name if name not in histories else str(run_dir)] = load_history(run_dir)
+    written = []
+    for metric in metrics:
+        path = Path(output_dir) / f"{metric}.png"
+        plot_metric(histories, metric, path)
+        written.append(path)
+    return written
+
+
+def get_args(argv=None):
+    parser = cli.ArgumentParser(description="Plot val_loss and val_PSNR of one or two train.py runs.")
+    parser.add_argument("--input1", type=cli.existing_dir, required=True,
+                        help="first run folder (a train.py --output_path holding history.npz)")
+    parser.add_argument("--input2", type=cli.existing_dir, default=None, help="second run folder to compare with")
+    parser.add_argument("--output_dir", default=".", help="folder for val_loss.png and val_PSNR.png")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir")
+    runs = [run for run in (args.input1, args.input2) if run]
+    for path in plot_runs(runs, output_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

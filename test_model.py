@@ -1,0 +1,121 @@
+"""Denoise a folder of images with trained weights and show or save original | noisy | denoised.
+
+    python3 test_model.py --weight_file checkpoints/weights.056-66.803-30.57923.weights.h5 \\
+        --image_dir dataset/Set14 --output_dir result
+
+Adds --test_noise_model noise to each image (use `clean` for photos that are
+already noisy), denoises it, and prints the PSNR of the noisy and the
+denoised image against the original, then their means.
+"""
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import cli
+import generator
+import model as models
+from noise_model import NOISE_MODELS, get_noise_model, noise_spec
+
+
+def get_args(argv=None):
+    parser = cli.ArgumentParser(description="Denoise test images with a trained model and show or save "
+                                            "original | noisy | denoised side by side.")
+    parser.add_argument("--image_dir", type=cli.existing_dir, required=True,
+                        help="test image folder (searched recursively)")
+    parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet",
+                        help="model architecture of the weights")
+    parser.add_argument("--weight_file", type=cli.existing_file, required=True,
+                        help="trained weights: a train.py .weights.h5 checkpoint or an original Keras 2 .hdf5")
+    parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",
+                        help=f"noise added to each test image, NAME[,MIN,MAX] with NAME one of "
+                             f"{', '.join(NOISE_MODELS)}; 'clean' denoises already-noisy photos as they are")
+    parser.add_argument("--output_dir", default=None,
+                        help="save the results as PNGs here; otherwise show them in a window "
+                             "(any key: next image, q: quit)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the test noise")
+    return parser.parse_args(argv)
+
+
+def image_psnr(reference, image):
+    """PSNR in dB of two uint8 images through the one PSNR of model.py (inf where they are equal)."""
+    if np.array_equal(reference, image):
+        return float("inf")
+    return float(models.psnr(reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)))
+
+
+def denoise_one(model, image, noise, rng):
+    """(original cropped to a multiple of 16, noisy, denoised), all HxWx3 uint8."""
+    original = generator.crop_to_multiple(image)
+    noisy = noise(original, rng)
+    return original, noisy, models.denoise(model, noisy)
+
+
+def show_window(triptych, title):
+    """Show one result; returns False when the user pressed q."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(12, 4.5))
+    axes.imshow(cv2.cvtColor(triptych, cv2.COLOR_BGR2RGB))
+    axes.set_axis_off()
+    axes.set_title(f"{title}   (original | noisy | denoised; any key: next, q: quit)")
+    pressed = []
+    figure.canvas.mpl_connect("key_press_event", lambda event: (pressed.append(event.key), plt.close(figure)))
+    plt.show()
+    return "q" not in pressed
+
+
+def save_png(path, image):
+    """Write `image` to `path`, creating subfolders (mirroring --image_dir's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise cli.UserError(f"--output_dir: cannot write {path}")
+    print(f"  saved {path}")
+
+
+def load_model(args):
+    model = models.get_model(args.model)
+    try:
+        models.load_weights(model, args.weight_file)
+    except (ValueError, OSError) as error:
+        raise cli.UserError(f"--weight_file {args.weight_file}: {error}") from None
+    return model
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.output_dir is None and not cli.has_display():
+        raise cli.UserError("no display to show the results; pass --output_dir FOLDER to save them as PNGs")
+    paths = generator.list_images(args.image_dir)
+    if not paths:
+        raise cli.UserError(f"--image_dir {args.image_dir}: no image files ({', '.join(generator.IMAGE_SUFFIXES)})")
+    output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir") if args.output_dir else None
+    model = load_model(args)
+    noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
+    scores = []
+    # With 'clean' the input is already noisy: there is no clean reference to score against.
+    has_reference = noise.spec.split(",")[0] != "clean"
+    for path in paths:
+        image = generator.read_image(path)
+        if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
+            print(f"skipping {path}: not a readable image of at least 16x16 pixels", file=sys.stderr)
+            continue
+        original, noisy, denoised = denoise_one(model, image, noise, rng)
+        name = path.relative_to(args.image_dir)
+        if has_reference:
+            scores.append((image_psnr(original, noisy), image_psnr(original, denoised)))
+            print(f"{name}: noisy {scores[-1][0]:.2f} dB, denoised {scores[-1][1]:.2f} dB")
+        triptych = np.concatenate([original, noisy, denoised], axis=1)
+        if output_dir is not None:
+            save_png(output_dir / name.with_suffix(".png"), triptych)
+        elif not show_window(triptych, str(name)):
+            break
+    if scores:
+        noisy_mean, denoised_mean = np.mean(scores, axis=0)
+        print(f"mean over {len(scores)} images: noisy {noisy_mean:.2f} dB, denoised {denoised_mean:.2f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

@@ -1,0 +1,146 @@
+"""Train a Noise2Noise denoiser (SRResNet or UNet) from pairs of independently noisy patches.
+
+    python3 train.py                       # bundled photos, original defaults (60 x 1000 steps)
+    python3 train.py --nb_epochs 4 --steps 25 --output_path demo      # a few minutes on a CPU
+    python3 train.py --image_dir dataset/291 --test_dir dataset/Set14 --image_size 128 \\
+        --batch_size 8 --lr 0.001 --output_path gaussian             # the original README recipe
+
+Writes into --output_path: the best checkpoint by val_PSNR
+(weights.{epoch}-{val_loss}-{val_PSNR}.weights.h5), history.npz after every
+epoch, and at the end val_loss.png / val_PSNR.png and sample.png
+(original | noisy | denoised validation image).
+"""
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+import cli
+import generator
+import model as models
+import plot_history
+from noise_model import NOISE_MODELS, get_noise_model, noise_spec
+
+NOISE_HELP = f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODELS)}"
+
+
+def get_args(argv=None):
+    parser = cli.ArgumentParser(description="Train a Noise2Noise denoiser from (noisy, noisy) patch pairs.")
+    parser.add_argument("--image_dir", type=cli.existing_dir, default=None,
+                        help="training image folder, searched recursively (default: photos bundled with scikit-image)")
+    parser.add_argument("--test_dir", type=cli.existing_dir, default=None,
+                        help="validation image folder (default: photos bundled with scikit-image)")
+    parser.add_argument("--image_size", type=cli.positive_int, default=64, help="training patch size in pixels")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=16, help="patches per batch")
+    parser.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
+    parser.add_argument("--lr", type=cli.positive_float, default=0.01,
+                        help="initial Adam learning rate; halved at 25 %%, 50 %% and 75 %% of the epochs")
+    parser.add_argument("--steps", type=cli.positive_int, default=1000, help="batches per epoch")
+    parser.add_argument("--loss", choices=("mse", "mae", "l0"), default="mse",
+                        help="loss: mse, mae, or l0 (annealed from L2 towards L0, for impulse noise)")
+    parser.add_argument("--weight", type=cli.existing_file, default=None,
+                        help="start from these weights (.weights.h5, or an original Keras 2 .hdf5)")
+    parser.add_argument("--output_path", default="checkpoints",
+                        help="folder for checkpoints, history and plots (relative to the current directory)")
+    parser.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50",
+                        help=f"noise of the network inputs: {NOISE_HELP}")
+    parser.add_argument("--target_noise_model", type=noise_spec, default="gaussian,0,50",
+                        help=f"noise of the training targets ('clean' for standard training): {NOISE_HELP}")
+    parser.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
+                        help=f"noise of the validation inputs: {NOISE_HELP}")
+    parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches (default: random)")
+    parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
+                        help="threads making training batches while the model trains")
+    args = parser.parse_args(argv)
+    if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
+        parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, got {args.image_size}")
+    return args
+
+
+def image_paths(folder, bundled_names, flag):
+    """The image files of `folder`, or scikit-image's bundled photos when no folder is given."""
+    paths = generator.list_images(folder) if folder else generator.bundled_photo_paths(bundled_names)
+    if not paths:
+        raise cli.UserError(f"{flag} {folder}: no image files ({', '.join(generator.IMAGE_SUFFIXES)}) in it")
+    return paths
+
+
+def make_datasets(args):
+    """(training PyDataset, validation PyDataset) as the flags say."""
+    try:
+        train_images = generator.load_images(image_paths(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir"),
+                                             min_size=args.image_size, what="--image_size patch")
+        val_images = generator.load_images(image_paths(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir"),
+                                           min_size=generator.SIZE_MULTIPLE, what="minimum validation size")
+    except generator.NoImagesError as error:
+        raise cli.UserError(str(error)) from None
+    source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
+    print(f"training on {len(train_images)} images from {source}, validating on {len(val_images)}")
+    train = generator.NoisyImageGenerator(
+        train_images, get_noise_model(args.source_noise_model), get_noise_model(args.target_noise_model),
+        batch_size=args.batch_size, image_size=args.image_size, steps=args.steps, seed=args.seed,
+        workers=args.workers)
+    return train, generator.ValGenerator(val_images, get_noise_model(args.val_noise_model))
+
+
+def build_model(args):
+    """The compiled model, and the L0 loss object to anneal (None unless --loss l0)."""
+    model = models.get_model(args.model)
+    if args.weight:
+        try:
+            models.load_weights(model, args.weight)
+        except (ValueError, OSError) as error:
+            raise cli.UserError(f"--weight {args.weight}: {error}") from None
+        print(f"loaded weights from {args.weight}")
+    l0_loss = models.L0Loss() if args.loss == "l0" else None
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr),
+                  loss=models.get_loss(args.loss, l0_loss), metrics=[models.psnr_metric()])
+    return model, l0_loss
+
+
+def newest_checkpoint(output_path, since):
+    """The checkpoint this run wrote last (the best by val_PSNR), or None."""
+    written = [p for p in Path(output_path).glob("weights.*.weights.h5") if p.stat().st_mtime >= since]
+    return max(written, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def write_sample(model, val_data, path):
+    """Save original | noisy | denoised of the first validation image as a PNG."""
+    noisy, clean = (array[0].astype(np.uint8) for array in val_data[0])
+    cv2.imwrite(str(path), np.concatenate([clean, noisy, models.denoise(model, noisy)], axis=1))
+
+
+def report(model, args, val_data, started):
+    """After training: load the best checkpoint, write plots and a sample, and say where everything is."""
+    output_path = Path(args.output_path)
+    best = newest_checkpoint(output_path, started)
+    if best is not None:
+        model.load_weights(str(best))
+        print(f"best checkpoint: {best}")
+    plot_history.plot_runs([output_path], output_path)
+    write_sample(model, val_data, output_path / "sample.png")
+    print(f"history: {output_path / 'history.npz'}; plots: {output_path / 'val_PSNR.png'}, "
+          f"{output_path / 'val_loss.png'}; sample: {output_path / 'sample.png'}")
+    if best is not None:
+        print(f"denoise photos with: python3 test_model.py --model {args.model} --weight_file {best} "
+              f"--image_dir YOUR_PHOTOS --output_dir denoised")
+
+
+def main(argv=None):
+    args = get_args(argv)
+    cli.prepare_output_dir(args.output_path, "--output_path")
+    train_data, val_data = make_datasets(args)
+    model, l0_loss = build_model(args)
+    callbacks = models.training_callbacks(args.output_path, args.nb_epochs, args.lr, l0_loss)
+    started = time.time()
+    model.fit(train_data, epochs=args.nb_epochs, validation_data=val_data, callbacks=callbacks)
+    report(model, args, val_data, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))
