@@ -5,6 +5,7 @@ and what is accepted, and exit status 2 (argparse's convention), never a
 traceback. Imports nothing heavy, so `noise_model.py` stays Keras-free.
 """
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -95,3 +96,30 @@ def has_display():
     if sys.platform.startswith(("darwin", "win")):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for a moment (Python exceptions still reach the user)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_keras_quietly():
+    """Import Keras and start its backend without TensorFlow's C++ start-up log lines.
+
+    TensorFlow 2.21 writes them to stderr before its logging is configured,
+    so TF_CPP_MIN_LOG_LEVEL cannot hide them; they would bury one-line errors.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import keras
+
+        keras.ops.zeros(1)  # the first op initialises the devices (and logs about missing CUDA)

@@ -124,27 +124,18 @@ def crop_to_multiple(image, multiple=SIZE_MULTIPLE):
     return image[: height - height % multiple, : width - width % multiple]
 
 
-class ValGenerator(keras.utils.PyDataset):
-    """The validation set: one (noisy, clean) image pair per batch, float32 0-255, shape (1, H, W, 3).
+def load_validation_data(images, val_noise_model, seed=0):
+    """The validation set: [(noisy, clean)], float32 0-255 arrays of shape (1, H, W, 3), one per image.
 
     Each image is cropped to a multiple of 16 and its noise is drawn once from
     `seed`, so every epoch (and every run with the same seed) sees the same data.
     """
-
-    def __init__(self, images, val_noise_model, seed=0, **pydataset_kwargs):
-        super().__init__(**pydataset_kwargs)
-        rng = np.random.default_rng(seed)
-        cropped = [crop_to_multiple(image) for image in images if min(image.shape[:2]) >= SIZE_MULTIPLE]
-        if not cropped:
-            raise NoImagesError(f"no validation image is at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels")
-        self.data = [(val_noise_model(clean, rng)[np.newaxis].astype(np.float32),
-                      clean[np.newaxis].astype(np.float32)) for clean in cropped]
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, index):
-        return self.data[index]
+    rng = np.random.default_rng(seed)
+    cropped = [crop_to_multiple(image) for image in images if min(image.shape[:2]) >= SIZE_MULTIPLE]
+    if not cropped:
+        raise NoImagesError(f"no validation image is at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels")
+    return [(val_noise_model(clean, rng)[np.newaxis].astype(np.float32), clean[np.newaxis].astype(np.float32))
+            for clean in cropped]
 
 
 def default_workers():

@@ -152,6 +152,28 @@ class AnnealL0Gamma(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
 
 
+class ImageValidation(keras.callbacks.Callback):
+    """Validates on images of different sizes and adds val_loss, val_PSNR, ... to the epoch logs.
+
+    Keras' TensorFlow data adapter fixes one tensor shape from the first two
+    validation batches, so a folder of differently sized images cannot go
+    through fit(validation_data=...). This evaluates each (noisy, clean) pair,
+    float32 arrays of shape (1, H, W, C), at its own size, and averages over
+    images as Keras does for batches of one. It must come before the
+    callbacks that read val_* (checkpoint, history).
+    """
+
+    def __init__(self, pairs):
+        super().__init__()
+        self.pairs = list(pairs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = [self.model.evaluate(noisy, clean, batch_size=1, verbose=0, return_dict=True)
+                   for noisy, clean in self.pairs]
+        for key in results[0]:
+            logs["val_" + key] = float(np.mean([result[key] for result in results]))
+
+
 class HistorySaver(keras.callbacks.Callback):
     """Writes {"history": {metric: [per-epoch values]}} to an .npz after every epoch.
 
@@ -170,6 +192,22 @@ class HistorySaver(keras.callbacks.Callback):
         save_history(self.path, self.history)
 
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first NaN/inf loss and says what to change (`advice`)."""
+
+    def __init__(self, advice):
+        super().__init__()
+        self.advice = advice
+        self.stopped_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.stopped_at = batch
+            self.model.stop_training = True
+            print(f"\nthe loss became {loss} at batch {batch + 1}: training stopped. {self.advice}")
+
+
 def save_history(path, history):
     """Atomically write `history` (dict of lists) as np.savez(path, history=history)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -178,15 +216,18 @@ def save_history(path, history):
     os.replace(handle.name, path)
 
 
-def training_callbacks(output_path, nb_epochs, lr, l0_loss=None):
-    """The callbacks of a training run: LR schedule, best-val_PSNR checkpoint, history, L0 annealing."""
+def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=None,
+                       nan_advice="Lower the learning rate."):
+    """The callbacks of a training run, in order: validation, LR schedule, best-val_PSNR checkpoint,
+    history, NaN stop, L0 annealing."""
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     callbacks = [
+        ImageValidation(validation_pairs),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_PSNR", mode="max", save_best_only=True,
                                         save_weights_only=True, verbose=1),
         HistorySaver(os.path.join(str(output_path), "history.npz")),
-        keras.callbacks.TerminateOnNaN(),
+        StopOnNaN(nan_advice),
     ]
     if l0_loss is not None:
         callbacks.append(AnnealL0Gamma(l0_loss, nb_epochs))

@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 
 import cli
-import generator
-import model as models
+
+cli.import_keras_quietly()
+import generator  # noqa: E402  (after the quiet Keras import)
+import model as models  # noqa: E402
 from noise_model import NOISE_MODELS, get_noise_model, noise_spec
 
 

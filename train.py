@@ -15,13 +15,15 @@ import time
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 
 import cli
-import generator
-import model as models
-import plot_history
+
+cli.import_keras_quietly()
+import generator  # noqa: E402  (after the quiet Keras import)
+import keras  # noqa: E402
+import model as models  # noqa: E402
+import plot_history  # noqa: E402
 from noise_model import NOISE_MODELS, get_noise_model, noise_spec
 
 NOISE_HELP = f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODELS)}"
@@ -70,7 +72,7 @@ def image_paths(folder, bundled_names, flag):
 
 
 def make_datasets(args):
-    """(training PyDataset, validation PyDataset) as the flags say."""
+    """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say."""
     try:
         train_images = generator.load_images(image_paths(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir"),
                                              min_size=args.image_size, what="--image_size patch")
@@ -84,7 +86,7 @@ def make_datasets(args):
         train_images, get_noise_model(args.source_noise_model), get_noise_model(args.target_noise_model),
         batch_size=args.batch_size, image_size=args.image_size, steps=args.steps, seed=args.seed,
         workers=args.workers)
-    return train, generator.ValGenerator(val_images, get_noise_model(args.val_noise_model))
+    return train, generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
 
 
 def build_model(args):
@@ -135,9 +137,10 @@ def main(argv=None):
     cli.prepare_output_dir(args.output_path, "--output_path")
     train_data, val_data = make_datasets(args)
     model, l0_loss = build_model(args)
-    callbacks = models.training_callbacks(args.output_path, args.nb_epochs, args.lr, l0_loss)
+    callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, l0_loss,
+                                          nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).")
     started = time.time()
-    model.fit(train_data, epochs=args.nb_epochs, validation_data=val_data, callbacks=callbacks)
+    model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks)
     report(model, args, val_data, started)
     return 0
 

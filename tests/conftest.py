@@ -1,0 +1,79 @@
+"""Shared fixtures: paths to ../shared data (skipped with a reason where absent), synthetic image folders,
+and a helper that runs the project's scripts as a user would."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DATASETS = SHARED / "datasets"
+LEGACY_CHECKPOINT = SHARED / "reference" / "srresnet_keras2_checkpoint.hdf5"
+
+
+def require(path):
+    """Skip the test where an optional resource of ../shared is missing."""
+    if not path.exists():
+        pytest.skip(f"{path} is not present (../shared is optional outside CI)")
+    return path
+
+
+def synthetic_photo(rng, height, width):
+    """A smooth uint8 BGR image with a few shapes: photo-like enough for noise and crops."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([128 + 100 * np.sin(x / 17 + c) * np.cos(y / 23 - c) for c in range(3)], axis=-1)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    for _ in range(4):
+        center = (int(rng.integers(width)), int(rng.integers(height)))
+        cv2.circle(image, center, int(rng.integers(4, 20)), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+    return image
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """A folder of 6 small photos: nested subfolder, upper-case suffixes, one grayscale, a non-image file."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    (folder / "sub").mkdir()
+    names = ["a.png", "b.PNG", "sub/c.jpg", "sub/d.JPEG", "e.bmp", "f.tif"]
+    for k, name in enumerate(names):
+        cv2.imwrite(str(folder / name), synthetic_photo(rng, 48 + 8 * k, 64 + 4 * k))
+    gray = cv2.cvtColor(synthetic_photo(rng, 40, 56), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(folder / "gray.png"), gray)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def train_dir(image_folder):
+    """The original's training set where ../shared has it, else the synthetic folder."""
+    return DATASETS / "train291" if (DATASETS / "train291").is_dir() else image_folder
+
+
+@pytest.fixture(scope="session")
+def val_dir(image_folder):
+    """Set5 where ../shared has it, else the synthetic folder."""
+    return DATASETS / "Set5" if (DATASETS / "Set5").is_dir() else image_folder
+
+
+def run_script(script, *args, cwd=REPO, env=None, timeout=600):
+    """Run one of the suite's scripts headless (no DISPLAY) and return the CompletedProcess."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    environment.update(env or {})
+    environment["MPLBACKEND"] = "Agg"
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *needles):
+    """Exit status 2, exactly one line on stderr naming the culprit, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

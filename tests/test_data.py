@@ -1,0 +1,119 @@
+"""Image listing and reading, the training patch generator and the validation set."""
+import cli
+
+cli.import_keras_quietly()
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import generator  # noqa: E402
+from noise_model import get_noise_model  # noqa: E402
+
+
+def test_list_images_is_recursive_and_case_insensitive(image_folder):
+    names = sorted(p.relative_to(image_folder).as_posix() for p in generator.list_images(image_folder))
+    assert names == ["a.png", "b.PNG", "e.bmp", "f.tif", "gray.png", "sub/c.jpg", "sub/d.JPEG"]
+
+
+def test_read_image_gives_three_channels_for_gray_rgba_and_16_bit(tmp_path):
+    gray = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (20, 1))
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    rgba = np.dstack([np.full((20, 25, 3), 90, np.uint8), np.full((20, 25), 10, np.uint8)])
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((20, 25, 3), 40000, np.uint16))
+    read_gray = generator.read_image(tmp_path / "gray.png")
+    assert read_gray.shape == (20, 25, 3) and read_gray.dtype == np.uint8
+    np.testing.assert_array_equal(read_gray[..., 0], gray)
+    np.testing.assert_array_equal(generator.read_image(tmp_path / "rgba.png"), rgba[..., :3])
+    np.testing.assert_array_equal(generator.read_image(tmp_path / "deep.png"), 40000 // 256)  # scaled, not truncated
+
+
+def test_unreadable_and_small_images_are_skipped_with_a_warning(tmp_path, image_folder):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((10, 10, 3), np.uint8))
+    paths = [tmp_path / "broken.png", tmp_path / "small.png", image_folder / "a.png"]
+    with pytest.warns(UserWarning) as caught:
+        images = generator.load_images(paths, min_size=32)
+    assert len(images) == 1 and len(caught) == 2
+    assert "broken.png" in str(caught[0].message) and "small.png" in str(caught[1].message)
+    with pytest.raises(generator.NoImagesError), pytest.warns(UserWarning):
+        generator.load_images(paths[:2], min_size=32)
+
+
+@pytest.fixture(scope="module")
+def images(image_folder):
+    return generator.load_images(generator.list_images(image_folder))
+
+
+def test_patch_batches_have_the_right_shape_type_and_length(images):
+    data = generator.NoisyImageGenerator(images, get_noise_model("gaussian,0,50"), get_noise_model("clean"),
+                                         batch_size=5, image_size=24, steps=7, seed=0)
+    sources, targets = data[0]
+    assert len(data) == 7
+    assert sources.shape == targets.shape == (5, 24, 24, 3)
+    assert sources.dtype == targets.dtype == np.float32
+    assert 0 <= sources.min() and sources.max() <= 255
+    assert not np.array_equal(sources, targets)  # noise on the source only
+
+
+def test_clean_targets_are_real_crops_of_the_images():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40 + k, 50, 3), dtype=np.uint8) for k in range(3)]
+    data = generator.NoisyImageGenerator(images, get_noise_model("clean"), get_noise_model("clean"),
+                                         batch_size=4, image_size=16, steps=1, seed=5)
+    sources, targets = data[0]
+    np.testing.assert_array_equal(sources, targets)
+    for patch in targets.astype(np.uint8):
+        windows = [np.lib.stride_tricks.sliding_window_view(image, patch.shape) for image in images]
+        assert any((w == patch).all(axis=(-3, -2, -1)).any() for w in windows)
+
+
+def test_source_and_target_noise_are_independent(images):
+    noise = get_noise_model("gaussian,25,25")
+    sources, targets = generator.NoisyImageGenerator(images, noise, noise, batch_size=8, image_size=32,
+                                                     steps=1, seed=0)[0]
+    assert abs(np.corrcoef((sources - targets).ravel(), (sources + targets).ravel())[0, 1]) < 0.1
+    assert 30 < (sources - targets).std() < 40  # two independent sigma-25 draws: about 25 * sqrt(2)
+
+
+def test_batches_are_reproducible_and_change_every_epoch(images):
+    def make():
+        return generator.NoisyImageGenerator(images, get_noise_model("impulse,0,50"), get_noise_model("text,0,30"),
+                                             batch_size=3, image_size=24, steps=2, seed=11)
+
+    first, second = make(), make()
+    for a, b in zip(first[1], second[1]):
+        np.testing.assert_array_equal(a, b)
+    before = first[1][0]
+    first.on_epoch_end()
+    assert not np.array_equal(before, first[1][0])
+
+
+def test_images_smaller_than_the_patch_are_left_out(images):
+    data = generator.NoisyImageGenerator(images, get_noise_model("clean"), get_noise_model("clean"),
+                                         batch_size=2, image_size=50, steps=1, seed=0)
+    assert all(min(image.shape[:2]) >= 50 for image in data.images) and data.images
+    with pytest.raises(generator.NoImagesError, match="1000x1000"):
+        generator.NoisyImageGenerator(images, None, None, image_size=1000)
+
+
+def test_validation_set_is_cropped_to_16_and_noised_once(images):
+    noise = get_noise_model("gaussian,25,25")
+    val = generator.load_validation_data(images, noise, seed=0)
+    assert len(val) == len(images)
+    for (noisy, clean), image in zip(val, images):
+        height, width = image.shape[:2]
+        assert noisy.shape == clean.shape == (1, height // 16 * 16, width // 16 * 16, 3)
+        np.testing.assert_array_equal(clean[0], image[: height // 16 * 16, : width // 16 * 16])
+    assert all(not np.array_equal(noisy, clean) for noisy, clean in val)  # noise was applied
+    again = generator.load_validation_data(images, noise, seed=0)
+    np.testing.assert_array_equal(val[2][0], again[2][0])
+    assert not np.array_equal(val[2][0], generator.load_validation_data(images, noise, seed=1)[2][0])
+
+
+def test_bundled_photos_ship_with_scikit_image():
+    pytest.importorskip("skimage", reason="scikit-image provides the bundled photos")
+    train = generator.bundled_photo_paths(generator.BUNDLED_TRAIN_PHOTOS)
+    val = generator.bundled_photo_paths(generator.BUNDLED_VAL_PHOTOS)
+    assert len(train) >= 8 and len(val) == 2 and not set(train) & set(val)
+    assert all(min(image.shape[:2]) >= 256 for image in generator.load_images(train + val))

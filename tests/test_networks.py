@@ -1,0 +1,133 @@
+"""Networks, PSNR, L0 loss and its annealing, learning-rate schedule, checkpoints and history."""
+import cli
+
+cli.import_keras_quietly()
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import model as models  # noqa: E402
+
+
+def original_schedule(epoch_idx, epochs, initial_lr):
+    """The original train.py's Schedule.__call__, written out as its if/elif chain."""
+    if epoch_idx < epochs * 0.25:
+        return initial_lr
+    elif epoch_idx < epochs * 0.50:
+        return initial_lr * 0.5
+    elif epoch_idx < epochs * 0.75:
+        return initial_lr * 0.25
+    return initial_lr * 0.125
+
+
+@pytest.mark.parametrize("name, params", [("srresnet", 1_231_683), ("unet", 31_031_875)])
+def test_parameter_counts_match_the_original(name, params):
+    assert models.get_model(name).count_params() == params
+
+
+@pytest.mark.parametrize("name, shape", [("srresnet", (1, 24, 40, 3)), ("unet", (1, 32, 48, 3))])
+def test_models_are_fully_convolutional(name, shape):
+    output = models.get_model(name).predict(np.zeros(shape, np.float32), verbose=0)
+    assert output.shape == shape
+
+
+def test_unknown_model_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="srresnet, unet"):
+        models.get_model("resnet")
+
+
+def test_psnr_matches_numpy_and_clips_the_prediction():
+    rng = np.random.default_rng(0)
+    y_true = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    y_pred = (y_true + rng.normal(0, 20, y_true.shape)).astype(np.float32)  # some values outside 0-255
+    clipped = np.clip(y_pred, 0, 255).astype(np.float64)
+    expected = 10 * np.log10(255.0**2 / np.mean((clipped - y_true) ** 2))
+    assert float(models.psnr(y_true, y_pred)) == pytest.approx(expected, abs=1e-3)
+    assert models.psnr_metric().name == "PSNR"
+
+
+def test_l0_loss_matches_formula_for_any_gamma():
+    rng = np.random.default_rng(1)
+    y_true = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    y_pred = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    loss = models.L0Loss()
+    for gamma in (2.0, 1.0, 0.5):
+        loss.gamma.assign(gamma)
+        expected = np.mean((np.abs(y_true - y_pred) + 1e-8) ** gamma)
+        assert float(loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("nb_epochs", [60, 4, 7])
+def test_learning_rate_schedule_is_the_originals(nb_epochs):
+    for epoch in range(nb_epochs):
+        assert models.learning_rate_at(epoch, nb_epochs, 0.01) == pytest.approx(original_schedule(epoch, nb_epochs, 0.01))
+    assert [models.learning_rate_at(e, 4, 1.0) for e in range(4)] == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_l0_gamma_anneals_from_2_towards_0():
+    assert [models.l0_gamma(e, 4) for e in range(4)] == [2.0, 1.5, 1.0, 0.5]
+
+
+def tiny_model():
+    """One 1x1 conv with a zero kernel: predicts 0, so losses have closed forms."""
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(3, 1, kernel_initializer="zeros", bias_initializer="zeros")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
+    """fit() with the suite's callbacks: the loss of epoch e is 2 ** gamma(e) (prediction 0, target 2),
+    the learning rate follows the schedule, history.npz holds every epoch, the best checkpoint exists."""
+    nb_epochs, lr = 4, 1e-30  # a negligible step keeps the prediction at 0
+    model, l0_loss = tiny_model(), models.L0Loss()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=l0_loss, metrics=[models.psnr_metric()])
+    x, y = np.ones((4, 8, 8, 3), np.float32), np.full((4, 8, 8, 3), 2.0, np.float32)
+    # Validation images of two sizes, as a real folder has.
+    validation = [(np.ones((1, 16, 32, 3), np.float32), np.full((1, 16, 32, 3), 2.0, np.float32)),
+                  (np.ones((1, 48, 16, 3), np.float32), np.full((1, 48, 16, 3), 2.0, np.float32))]
+    model.fit(x, y, batch_size=4, epochs=nb_epochs, verbose=0,
+              callbacks=models.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))
+    history = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    expected_loss = [2.0 ** models.l0_gamma(e, nb_epochs) for e in range(nb_epochs)]
+    np.testing.assert_allclose(history["loss"], expected_loss, rtol=1e-4)
+    np.testing.assert_allclose(history["val_loss"], expected_loss, rtol=1e-4)
+    np.testing.assert_allclose(history["val_PSNR"], 10 * np.log10(255.0**2 / 4), rtol=1e-5)
+    np.testing.assert_allclose(history["learning_rate"], [original_schedule(e, nb_epochs, lr) for e in range(nb_epochs)],
+                               rtol=1e-5)
+    assert all(len(history[key]) == nb_epochs for key in ("loss", "val_loss", "PSNR", "val_PSNR"))
+    checkpoints = sorted(tmp_path.glob("weights.*.weights.h5"))
+    assert checkpoints and checkpoints[0].name.startswith("weights.001-")
+    restored = tiny_model()
+    models.load_weights(restored, checkpoints[-1])
+
+
+def test_history_file_is_written_after_every_epoch(tmp_path):
+    saver = models.HistorySaver(tmp_path / "history.npz")
+    saver.on_epoch_end(0, {"loss": 3.0, "val_PSNR": 20.0})
+    first = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    saver.on_epoch_end(1, {"loss": 2.0, "val_PSNR": 21.0})
+    second = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    assert first == {"loss": [3.0], "val_PSNR": [20.0]}
+    assert second == {"loss": [3.0, 2.0], "val_PSNR": [20.0, 21.0]}
+    assert [p.name for p in tmp_path.iterdir()] == ["history.npz"]  # no temporary file left behind
+
+
+def test_weights_round_trip_in_keras3_format(tmp_path):
+    original = models.get_model("srresnet")
+    path = tmp_path / "w.weights.h5"
+    original.save_weights(path)
+    restored = models.get_model("srresnet")
+    models.load_weights(restored, path)
+    for a, b in zip(original.get_weights(), restored.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_wrong_weight_file_suffix_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        models.load_weights(models.get_model("srresnet"), tmp_path / "w.bin")
+
+
+def test_denoise_returns_uint8_of_same_size():
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    out = models.denoise(models.get_model("srresnet"), image)
+    assert out.dtype == np.uint8 and out.shape == image.shape

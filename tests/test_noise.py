@@ -1,0 +1,127 @@
+"""Noise models: types, purity, reproducibility, statistics, spec validation, and the preview script."""
+import cv2
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_script, synthetic_photo
+import noise_model
+from noise_model import get_noise_model, parse_noise_spec
+
+SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50"]
+GREY = np.full((128, 128, 3), 128, np.uint8)
+
+
+@pytest.fixture
+def photo():
+    return synthetic_photo(np.random.default_rng(3), 70, 90)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_noise_returns_uint8_of_same_shape_and_leaves_input_unchanged(spec, photo):
+    before = photo.copy()
+    noisy = get_noise_model(spec)(photo, np.random.default_rng(0))
+    assert noisy.dtype == np.uint8 and noisy.shape == photo.shape
+    assert noisy is not photo
+    np.testing.assert_array_equal(photo, before)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_noise_is_reproducible_with_a_seed(spec, photo):
+    noise = get_noise_model(spec)
+    first = noise(photo, np.random.default_rng(42))
+    np.testing.assert_array_equal(first, noise(photo, np.random.default_rng(42)))
+    if spec != "clean":
+        assert not np.array_equal(first, noise(photo, np.random.default_rng(43)))
+
+
+@pytest.mark.parametrize("spec", ["text,0,95", "impulse,0,95", "gaussian,0,50"])
+def test_noise_works_on_tiny_and_single_channel_images(spec):
+    for image in (np.full((8, 8, 3), 200, np.uint8), np.full((20, 12, 1), 50, np.uint8)):
+        noisy = get_noise_model(spec)(image, np.random.default_rng(1))
+        assert noisy.shape == image.shape and noisy.dtype == np.uint8
+
+
+def test_clean_is_identity(photo):
+    np.testing.assert_array_equal(get_noise_model("clean")(photo, np.random.default_rng(0)), photo)
+
+
+def test_gaussian_stddev_matches_spec():
+    noisy = get_noise_model("gaussian,25,25")(np.full((256, 256, 3), 128, np.uint8), np.random.default_rng(0))
+    residual = noisy.astype(np.float64) - 128
+    # Truncation to uint8 moves the mean by about -0.5; the spread is the spec's sigma.
+    assert abs(residual.std() - 25) < 0.5
+    assert abs(residual.mean() + 0.5) < 0.3
+
+
+def test_gaussian_zero_sigma_changes_nothing(photo):
+    np.testing.assert_array_equal(get_noise_model("gaussian,0,0")(photo, np.random.default_rng(0)), photo)
+
+
+def test_text_occupancy_matches_spec():
+    fractions = [(get_noise_model("text,20,20")(GREY, np.random.default_rng(s)) != GREY).any(axis=-1).mean()
+                 for s in range(5)]
+    assert abs(np.mean(fractions) - 0.20) < 0.03, fractions
+
+
+def test_text_noise_terminates_when_occupancy_is_unreachable(monkeypatch):
+    # 100 % coverage is practically unreachable: the string cap must end the loop.
+    monkeypatch.setattr(noise_model, "TEXT_MAX_STRINGS", 300)
+    noisy = get_noise_model("text,100,100")(np.full((64, 64, 3), 128, np.uint8), np.random.default_rng(0))
+    assert 0.8 < (noisy != 128).any(axis=-1).mean() < 1.0
+
+
+def test_impulse_fraction_matches_spec():
+    noisy = get_noise_model("impulse,50,50")(GREY, np.random.default_rng(0))
+    # Half of the values are replaced; 1 in 256 replacements happens to equal the original.
+    changed = (noisy != GREY).mean(axis=(0, 1))
+    np.testing.assert_allclose(changed, 0.5 * 255 / 256, atol=0.02)
+    replaced = noisy[noisy != GREY]
+    assert replaced.min() < 20 and replaced.max() > 235  # uniform over 0-255
+
+
+def test_noise_level_is_drawn_in_range():
+    noise = get_noise_model("impulse,10,30")
+    rates = [(noise(GREY, np.random.default_rng(s)) != GREY).mean() for s in range(20)]
+    assert 0.09 < min(rates) and max(rates) < 0.31 and max(rates) - min(rates) > 0.05
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("foo", "valid: gaussian, clean, text, impulse"),
+    ("gaussian,1", "expected gaussian,min_stddev,max_stddev"),
+    ("gaussian,a,b", "must be numbers"),
+    ("gaussian,5,1", "min_stddev <= max_stddev"),
+    ("gaussian,-1,5", "0 <= min_stddev"),
+    ("text,0,120", "<= 100"),
+    ("impulse,-5,5", "0 <= min_occupancy"),
+    ("clean,1", "expected clean"),
+    ("gaussian,0,inf", "min_stddev <= max_stddev"),
+])
+def test_bad_spec_names_what_is_accepted(spec, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        get_noise_model(spec)
+
+
+def test_spec_accepts_decimals_and_spaces():
+    assert parse_noise_spec("gaussian, 2.5, 10") == ("gaussian", (2.5, 10.0))
+
+
+def test_preview_script_writes_png(tmp_path):
+    output = tmp_path / "n.png"
+    result = run_script("noise_model.py", "--noise_model", "text,0,95", "--output", output, "--image_size", 96)
+    assert result.returncode == 0, result.stderr
+    preview = cv2.imread(str(output))
+    assert preview.shape == (96, 96, 3) and (preview != 128).any()
+
+
+def test_preview_script_on_a_photo(tmp_path, image_folder):
+    output = tmp_path / "photo.png"
+    result = run_script("noise_model.py", "--noise_model", "impulse,30,30", "--image", image_folder / "a.png",
+                        "--output", output, "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(output)).shape == cv2.imread(str(image_folder / "a.png")).shape
+
+
+def test_preview_without_display_or_output_says_what_to_do(tmp_path):
+    result = run_script("noise_model.py", "--noise_model", "text,0,95", cwd=tmp_path)
+    assert_one_line_error(result, "--output")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,137 @@
+"""The README's commands, run as a user would (subprocesses, no display), on tiny settings."""
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATASETS, LEGACY_CHECKPOINT, assert_one_line_error, require, run_script
+
+TINY = ["--nb_epochs", 2, "--steps", 3, "--batch_size", 4, "--image_size", 32]
+KEYS = ("loss", "val_loss", "PSNR", "val_PSNR")
+
+
+def load_history(folder):
+    return np.load(folder / "history.npz", allow_pickle=True)["history"].item()
+
+
+def train(tmp_path, name, train_dir, val_dir, *extra):
+    output = tmp_path / name
+    result = run_script("train.py", "--image_dir", train_dir, "--test_dir", val_dir, *TINY,
+                        "--output_path", output, "--seed", 0, *extra)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return output, result
+
+
+def assert_trained(output, epochs=2):
+    checkpoints = list(output.glob("weights.*.weights.h5"))
+    assert checkpoints, list(output.iterdir())
+    history = load_history(output)
+    for key in KEYS:
+        assert len(history[key]) == epochs and np.all(np.isfinite(history[key])), (key, history)
+    for name in ("val_PSNR.png", "val_loss.png", "sample.png"):
+        assert (output / name).stat().st_size > 0
+    return checkpoints
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, train_dir, val_dir):
+    """The issue's first command: SRResNet, mse, gaussian noise, 2 epochs of 3 steps."""
+    output, _ = train(tmp_path_factory.mktemp("train"), "x", train_dir, val_dir)
+    return output
+
+
+def test_train_writes_checkpoint_history_plots_and_sample(trained_run):
+    checkpoints = assert_trained(trained_run)
+    assert all(p.name.startswith("weights.00") for p in checkpoints)
+    sample = cv2.imread(str(trained_run / "sample.png"))
+    assert sample.shape[1] % 3 == 0 and sample.shape[1] // 3 % 16 == 0
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("l0_impulse", ["--loss", "l0", "--source_noise_model", "impulse,0,95", "--target_noise_model", "impulse,0,95",
+                    "--val_noise_model", "impulse,70,70"]),
+    ("mae_text", ["--loss", "mae", "--source_noise_model", "text,0,50", "--target_noise_model", "text,0,50",
+                  "--val_noise_model", "text,25,25"]),
+    ("unet_clean", ["--model", "unet", "--target_noise_model", "clean", "--val_noise_model", "gaussian,10,10"]),
+    ("clean_val", ["--source_noise_model", "gaussian,5,5", "--target_noise_model", "text,0,10",
+                   "--val_noise_model", "clean"]),
+])
+def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extra):
+    # Small synthetic images keep these runs short; the first test covers the real data sets.
+    output, result = train(tmp_path, name, image_folder, image_folder, "--lr", 0.001, *extra)
+    assert_trained(output)
+    if "l0" in name:
+        assert load_history(output)["loss"][0] > 0
+
+
+def test_unstable_learning_rate_stops_with_advice(tmp_path, image_folder):
+    result = run_script("train.py", "--image_dir", image_folder, "--test_dir", image_folder, *TINY,
+                        "--lr", 1e6, "--output_path", tmp_path / "nan", "--seed", 0)
+    assert "training stopped. Lower --lr (now 1e+06" in result.stdout, result.stdout[-2000:]
+
+
+def test_train_without_data_flags_uses_bundled_photos(tmp_path):
+    pytest.importorskip("skimage", reason="scikit-image ships the bundled photos")
+    result = run_script("train.py", "--nb_epochs", 1, "--steps", 2, "--batch_size", 2, "--image_size", 32,
+                        "--output_path", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scikit-image's bundled photos" in result.stdout
+    assert_trained(tmp_path / "run", epochs=1)  # --output_path is relative to the current directory
+
+
+def test_test_model_writes_triptychs_and_psnr(trained_run, val_dir, tmp_path):
+    weights = sorted(trained_run.glob("weights.*.weights.h5"))[-1]
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", val_dir, "--output_dir", tmp_path / "y")
+    assert result.returncode == 0, result.stderr[-3000:]
+    inputs = sorted(p for p in val_dir.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    outputs = sorted((tmp_path / "y").rglob("*.png"))
+    assert len(outputs) == len(inputs)
+    for source in inputs:
+        image = cv2.imread(str(source))
+        triptych = cv2.imread(str((tmp_path / "y" / source.relative_to(val_dir)).with_suffix(".png")))
+        height, width = image.shape[0] // 16 * 16, image.shape[1] // 16 * 16
+        assert triptych.shape == (height, 3 * width, 3)
+        np.testing.assert_array_equal(triptych[:, :width], image[:height, :width])
+    assert "mean over" in result.stdout and result.stdout.count(" dB, denoised ") == len(inputs) + 1
+
+
+def test_test_model_takes_the_original_keras2_checkpoint(tmp_path):
+    checkpoint = require(LEGACY_CHECKPOINT)
+    folder = require(DATASETS / "Set5")
+    result = run_script("test_model.py", "--weight_file", checkpoint, "--image_dir", folder, "--output_dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(tmp_path.glob("*.png"))) == 5
+
+
+def test_test_model_clean_noise_denoises_photos_as_they_are(trained_run, image_folder, tmp_path):
+    weights = sorted(trained_run.glob("weights.*.weights.h5"))[-1]
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", image_folder,
+                        "--test_noise_model", "clean", "--output_dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    triptych = cv2.imread(str(tmp_path / "a.png"))
+    width = triptych.shape[1] // 3
+    np.testing.assert_array_equal(triptych[:, :width], triptych[:, width:2 * width])  # input shown unchanged
+    assert "dB" not in result.stdout  # no clean reference, so no PSNR
+
+
+def test_test_model_without_display_or_output_dir_says_what_to_do(trained_run, image_folder):
+    weights = sorted(trained_run.glob("weights.*.weights.h5"))[-1]
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", image_folder)
+    assert_one_line_error(result, "--output_dir")
+
+
+def test_plot_history_compares_two_runs_and_accepts_one(trained_run, tmp_path):
+    result = run_script("plot_history.py", "--input1", trained_run, "--input2", trained_run, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("val_loss.png", "val_PSNR.png"):
+        assert cv2.imread(str(tmp_path / name)).shape[2] == 3
+    single = run_script("plot_history.py", "--input1", trained_run, "--output_dir", tmp_path / "one")
+    assert single.returncode == 0, single.stderr
+    assert (tmp_path / "one" / "val_PSNR.png").is_file()
+
+
+@pytest.mark.parametrize("script", ["train.py", "test_model.py", "noise_model.py", "plot_history.py"])
+def test_help_explains_every_flag(script):
+    result = run_script(script, "--help")
+    assert result.returncode == 0
+    flags = [word for word in result.stdout.split() if word.startswith("--") and word != "--help"]
+    assert flags and "(default:" in result.stdout
