@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -26,8 +27,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def one_line_warning(message, category, filename, lineno, line=None):
+    """Warnings as users read them: one line, no source location."""
+    return f"warning: {message}\n"
+
+
 def run_main(main):
     """Call `main()`; turn a `UserError` into a one-line message and exit status 2."""
+    warnings.formatwarning = one_line_warning
     try:
         return main()
     except UserError as error:

@@ -54,19 +54,27 @@ def read_image(path):
 
 
 def load_images(paths, min_size=1, what="image"):
-    """Decode `paths` once into a list of uint8 arrays, skipping (with a warning) unreadable or too small files."""
-    images = []
+    """Decode `paths` once into a list of HxWx3 uint8 arrays.
+
+    Unreadable files and images smaller than min_size x min_size are skipped
+    with one warning each; where none is left, NoImagesError sums up why.
+    """
+    images, skipped = [], []
     for path in paths:
         image = read_image(path)
         if image is None:
-            warnings.warn(f"skipping {path}: not a readable image", stacklevel=2)
+            skipped.append(f"skipping {path}: not a readable image")
         elif min(image.shape[:2]) < min_size:
-            warnings.warn(f"skipping {path}: {image.shape[1]}x{image.shape[0]} is smaller than the "
-                          f"{min_size}x{min_size} {what}", stacklevel=2)
+            skipped.append(f"skipping {path}: {image.shape[1]}x{image.shape[0]} is smaller than the "
+                           f"{min_size}x{min_size} {what}")
         else:
             images.append(image)
     if not images:
-        raise NoImagesError(f"no readable image of at least {min_size}x{min_size} pixels among {len(paths)} files")
+        unreadable = sum("not a readable" in reason for reason in skipped)
+        raise NoImagesError(f"no image of at least {min_size}x{min_size} pixels among {len(paths)} files "
+                            f"({unreadable} unreadable, {len(skipped) - unreadable} smaller)")
+    for reason in skipped:
+        warnings.warn(reason, stacklevel=2)
     return images
 
 

@@ -8,7 +8,9 @@ in the 0-255 range, shaped (batch, height, width, channels).
 import math
 import os
 import tempfile
+import warnings
 
+import h5py
 import keras
 import numpy as np
 from keras import layers, ops
@@ -235,19 +237,39 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=Non
 
 
 # ------------------------------------------------------------------ weights
+def stored_weight_count(path):
+    """Number of model weight values in a .weights.h5 or Keras 2 .hdf5 file (optimizer state excluded)."""
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle.get("model_weights") or handle.get("layers") or handle
+            sizes = []
+            group.visititems(lambda name, item: sizes.append(item.size) if isinstance(item, h5py.Dataset) else None)
+            return sum(sizes)
+    except OSError:
+        raise ValueError("not a Keras weight file (HDF5 expected)") from None
+
+
 def load_weights(model, path):
     """Load Keras 3 `.weights.h5` or an original Keras 2 `.hdf5`/`.h5` checkpoint into `model`.
 
     Keras 2 files (full model or weights only) are matched layer by layer in
-    build order, which is the order the original code built them in.
+    build order, which is the order the original code built them in. A file
+    of another architecture is refused with a one-line ValueError.
     """
     path = str(path)
-    if path.endswith(".weights.h5"):
-        model.load_weights(path)
-    elif path.endswith((".h5", ".hdf5")):
-        model.load_weights(path)  # Keras' legacy HDF5 reader
-    else:
+    if not path.endswith((".weights.h5", ".h5", ".hdf5")):
         raise ValueError(f"weight file should end in .weights.h5, .h5 or .hdf5: {path}")
+    stored, expected = stored_weight_count(path), model.count_params()
+    if stored != expected:
+        fits = [name for name in MODEL_NAMES if get_model(name, model.input_shape[-1]).count_params() == stored]
+        hint = f"; it fits a {fits[0]} model: pass --model {fits[0]}" if fits else ""
+        raise ValueError(f"holds {stored:,} weights, a {model.name} has {expected:,}{hint}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns per layer before raising on a mismatch
+        try:
+            model.load_weights(path)
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"does not fit a {model.name} model ({str(error).splitlines()[0][:200]})") from None
 
 
 def denoise(model, image):

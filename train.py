@@ -71,15 +71,20 @@ def image_paths(folder, bundled_names, flag):
     return paths
 
 
+def load_folder(folder, bundled_names, flag, min_size, what):
+    """Decoded images of `folder` (or of the bundled photos); problems are UserErrors naming `flag`."""
+    try:
+        return generator.load_images(image_paths(folder, bundled_names, flag), min_size=min_size, what=what)
+    except generator.NoImagesError as error:
+        raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
+
+
 def make_datasets(args):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say."""
-    try:
-        train_images = generator.load_images(image_paths(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir"),
-                                             min_size=args.image_size, what="--image_size patch")
-        val_images = generator.load_images(image_paths(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir"),
-                                           min_size=generator.SIZE_MULTIPLE, what="minimum validation size")
-    except generator.NoImagesError as error:
-        raise cli.UserError(str(error)) from None
+    train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
+                               args.image_size, "--image_size patch")
+    val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
+                             generator.SIZE_MULTIPLE, "minimum validation size")
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
     print(f"training on {len(train_images)} images from {source}, validating on {len(val_images)}")
     train = generator.NoisyImageGenerator(
@@ -135,8 +140,8 @@ def report(model, args, val_data, started):
 def main(argv=None):
     args = get_args(argv)
     cli.prepare_output_dir(args.output_path, "--output_path")
+    model, l0_loss = build_model(args)  # a bad --weight fails before the images are decoded
     train_data, val_data = make_datasets(args)
-    model, l0_loss = build_model(args)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, l0_loss,
                                           nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).")
     started = time.time()

@@ -1,0 +1,95 @@
+"""Bad input: exit status 2, one line naming the flag or file and what is accepted, no traceback,
+and nothing already in the output folder changed."""
+import pytest
+
+from conftest import LEGACY_CHECKPOINT, assert_one_line_error, run_script
+
+
+@pytest.fixture
+def output_dir(tmp_path):
+    """An output folder holding a file from an earlier run, which must survive every failure."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "history.npz").write_bytes(b"earlier run")
+    return folder
+
+
+def assert_untouched(folder):
+    assert [p.name for p in folder.iterdir()] == ["history.npz"]
+    assert (folder / "history.npz").read_bytes() == b"earlier run"
+
+
+def train_cases(image_folder, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    return [
+        (["--source_noise_model", "gaussain,0,50"], ["--source_noise_model", "valid: gaussian, clean, text, impulse"]),
+        (["--target_noise_model", "gaussian,0"], ["--target_noise_model", "gaussian,min_stddev,max_stddev"]),
+        (["--val_noise_model", "impulse,20,10"], ["--val_noise_model", "min_occupancy <= max_occupancy"]),
+        (["--source_noise_model", "text,0,150"], ["--source_noise_model", "<= 100"]),
+        (["--image_dir", tmp_path / "missing"], ["--image_dir", "does not exist"]),
+        (["--image_dir", empty], ["--image_dir", "no image files"]),
+        (["--batch_size", "0"], ["--batch_size", ">= 1"]),
+        (["--lr", "-0.1"], ["--lr", "> 0"]),
+        (["--steps", "ten"], ["--steps", "whole number"]),
+        (["--loss", "l1"], ["--loss", "mse", "mae", "l0"]),
+        (["--model", "resnet"], ["--model", "srresnet", "unet"]),
+        (["--model", "unet", "--image_size", "40"], ["--image_size", "multiple of 16"]),
+        (["--image_size", "5000", "--image_dir", image_folder], ["5000x5000"]),
+        (["--weight", tmp_path / "none.weights.h5"], ["--weight", "does not exist"]),
+    ]
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_train_rejects_bad_input(case, image_folder, tmp_path, output_dir):
+    args, needles = train_cases(image_folder, tmp_path)[case]
+    defaults = ["--image_dir", image_folder, "--test_dir", image_folder]
+    result = run_script("train.py", *defaults, *args, "--output_path", output_dir, "--nb_epochs", 1, "--steps", 1)
+    assert_one_line_error(result, *needles)
+    assert_untouched(output_dir)
+
+
+def test_train_rejects_weights_of_the_other_architecture(image_folder, output_dir):
+    if not LEGACY_CHECKPOINT.exists():
+        pytest.skip("../shared/reference is optional outside CI")
+    result = run_script("train.py", "--model", "unet", "--weight", LEGACY_CHECKPOINT, "--image_dir", image_folder,
+                        "--test_dir", image_folder, "--output_path", output_dir)
+    assert_one_line_error(result, "--weight", "1,231,683", "31,031,875", "--model srresnet")
+    assert_untouched(output_dir)
+
+
+def test_train_rejects_a_file_in_the_way_of_output_path(image_folder, output_dir):
+    result = run_script("train.py", "--image_dir", image_folder, "--output_path", output_dir / "history.npz")
+    assert_one_line_error(result, "--output_path", "a file is in the way")
+    assert_untouched(output_dir)
+
+
+def test_test_model_rejects_a_corrupt_weight_file(image_folder, tmp_path, output_dir):
+    corrupt = tmp_path / "corrupt.weights.h5"
+    corrupt.write_bytes(b"\x00" * 100)
+    result = run_script("test_model.py", "--weight_file", corrupt, "--image_dir", image_folder,
+                        "--output_dir", output_dir)
+    assert_one_line_error(result, "--weight_file", "not a Keras weight file")
+    assert_untouched(output_dir)
+
+
+def test_test_model_rejects_an_unknown_test_noise(image_folder, tmp_path, output_dir):
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", image_folder,
+                        "--test_noise_model", "salt,0,5", "--output_dir", output_dir)
+    assert_one_line_error(result, "--test_noise_model", "valid:")
+    assert_untouched(output_dir)
+
+
+def test_noise_preview_rejects_a_bad_image_size(tmp_path):
+    result = run_script("noise_model.py", "--image_size", "-3", "--output", tmp_path / "n.png")
+    assert_one_line_error(result, "--image_size", ">= 1")
+    assert not (tmp_path / "n.png").exists()
+
+
+def test_plot_history_rejects_a_folder_without_history(tmp_path, output_dir):
+    (tmp_path / "run").mkdir()
+    result = run_script("plot_history.py", "--input1", tmp_path / "run", "--output_dir", output_dir)
+    assert_one_line_error(result, "no history.npz")
+    assert_untouched(output_dir)
