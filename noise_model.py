@@ -144,7 +144,7 @@ def get_args(argv=None):
                         help="preview on this photo instead of a flat grey image")
     parser.add_argument("--output", type=str, default=None,
                         help="save the preview to this PNG file instead of showing a window")
-    parser.add_argument("--seed", type=int, default=None, help="random seed of the noise (default: random)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the noise; if not given, a random one")
     return parser.parse_args(argv)
 
 

@@ -32,9 +32,9 @@ NOISE_HELP = f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODEL
 def get_args(argv=None):
     parser = cli.ArgumentParser(description="Train a Noise2Noise denoiser from (noisy, noisy) patch pairs.")
     parser.add_argument("--image_dir", type=cli.existing_dir, default=None,
-                        help="training image folder, searched recursively (default: photos bundled with scikit-image)")
+                        help="training image folder, searched recursively; if not given, photos bundled with scikit-image")
     parser.add_argument("--test_dir", type=cli.existing_dir, default=None,
-                        help="validation image folder (default: photos bundled with scikit-image)")
+                        help="validation image folder; if not given, photos bundled with scikit-image")
     parser.add_argument("--image_size", type=cli.positive_int, default=64, help="training patch size in pixels")
     parser.add_argument("--batch_size", type=cli.positive_int, default=16, help="patches per batch")
     parser.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
@@ -44,7 +44,7 @@ def get_args(argv=None):
     parser.add_argument("--loss", choices=("mse", "mae", "l0"), default="mse",
                         help="loss: mse, mae, or l0 (annealed from L2 towards L0, for impulse noise)")
     parser.add_argument("--weight", type=cli.existing_file, default=None,
-                        help="start from these weights (.weights.h5, or an original Keras 2 .hdf5)")
+                        help="start from these weights, e.g. to continue training (.weights.h5, or an original Keras 2 .hdf5)")
     parser.add_argument("--output_path", default="checkpoints",
                         help="folder for checkpoints, history and plots (relative to the current directory)")
     parser.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50",
@@ -54,7 +54,7 @@ def get_args(argv=None):
     parser.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
                         help=f"noise of the validation inputs: {NOISE_HELP}")
     parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
-    parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches (default: random)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches; if not given, a random one")
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
     args = parser.parse_args(argv)
