@@ -84,6 +84,15 @@ def existing_file(text):
     return text
 
 
+def image_output_file(text):
+    """argparse type: a file name whose suffix OpenCV can encode (.png, .jpg, ...)."""
+    import cv2
+
+    if not cv2.haveImageWriter(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: give an image file name such as preview.png")
+    return text
+
+
 def prepare_output_dir(path, flag):
     """Create the output folder `path` if needed; a file in the way or no write access is a UserError."""
     path = Path(path)
@@ -99,10 +108,14 @@ def prepare_output_dir(path, flag):
 
 
 def has_display():
-    """True where a GUI window can open (an X11/Wayland display on Linux; always on macOS/Windows)."""
-    if sys.platform.startswith(("darwin", "win")):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """True where a matplotlib window can open: a display (X11/Wayland on Linux) and an interactive backend."""
+    if not sys.platform.startswith(("darwin", "win")) and not (os.environ.get("DISPLAY")
+                                                             or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    import matplotlib
+
+    backend = matplotlib.get_backend().lower()
+    return backend not in ("agg", "pdf", "ps", "svg", "cairo", "template") and "inline" not in backend
 
 
 @contextlib.contextmanager

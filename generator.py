@@ -8,11 +8,11 @@ import os
 import warnings
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from images import read_image
+
 # Height and width of validation images are cropped to a multiple of this
 # (the UNet pools four times by 2).
 SIZE_MULTIPLE = 16
@@ -28,11 +28,6 @@ class NoImagesError(ValueError):
     """No usable image was found where images were expected."""
 
 
-def list_images(folder):
-    """Image files below `folder` (recursive; .png .jpg .jpeg .bmp .tif .tiff in any letter case), sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def bundled_photo_paths(names):
     """Paths of photos that scikit-image ships (no download needed)."""
     try:
@@ -42,15 +37,6 @@ def bundled_photo_paths(names):
                             "pass --image_dir and --test_dir") from None
     folder = Path(skimage.__file__).parent / "data"
     return [folder / name for name in names if (folder / name).is_file()]
-
-
-def read_image(path):
-    """Read an image file as HxWx3 uint8 BGR, or None where it cannot be decoded.
-
-    OpenCV's IMREAD_COLOR turns grayscale into 3 equal channels, drops alpha,
-    scales 16-bit to 8-bit and applies the EXIF orientation.
-    """
-    return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
 
 def load_images(paths, min_size=1, what="image"):

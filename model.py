@@ -7,7 +7,6 @@ in the 0-255 range, shaped (batch, height, width, channels).
 """
 import math
 import os
-import tempfile
 import warnings
 
 import h5py
@@ -88,7 +87,7 @@ def get_model(model_name="srresnet", channels=3):
 
 # ------------------------------------------------------------ loss, metric
 def psnr(y_true, y_pred):
-    """Mean-over-batch PSNR in dB of 0-255 images; the prediction is clipped to [0, 255] first."""
+    """PSNR in dB of the batch's mean squared error, 0-255 images; the prediction is clipped to [0, 255] first."""
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0)
     mse = ops.mean(ops.square(y_pred - y_true))
@@ -152,6 +151,7 @@ class AnnealL0Gamma(keras.callbacks.Callback):
         if keras.backend.backend() != "tensorflow":
             # JAX and torch trace the variable's value as a constant: retrace once per epoch.
             self.model.make_train_function(force=True)
+            self.model.make_test_function(force=True)
 
 
 class ImageValidation(keras.callbacks.Callback):
@@ -211,11 +211,19 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 def save_history(path, history):
-    """Atomically write `history` (dict of lists) as np.savez(path, history=history)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
-        np.savez(handle, history=history)
-    os.replace(handle.name, path)
+    """Atomically write `history` (dict of lists) as np.savez(path, history=history).
+
+    Written to a temporary file beside `path`, then renamed over it: a kill at
+    any moment leaves either the old or the new file, never a partial one.
+    """
+    temporary = f"{path}.partial"
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, history=history)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=None,

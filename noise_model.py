@@ -8,6 +8,7 @@ previews start fast and data-loader workers stay light.
 
     python3 noise_model.py --noise_model text,0,95
 """
+import argparse
 import functools
 import string
 import sys
@@ -16,11 +17,15 @@ import cv2
 import numpy as np
 
 import cli
+import images
 
 TEXT_ALPHABET = np.array(list(string.ascii_letters + string.digits))
 # Text noise stops after this many strings even if the occupancy is not reached
-# (100 % occupancy, for example, is rarely reachable exactly).
+# (100 % occupancy, for example, is rarely reachable exactly), or earlier once
+# this many strings in a row added no new pixel.
 TEXT_MAX_STRINGS = 10_000
+TEXT_MAX_STALLED = 200
+PREVIEW_FILE = "noise_preview.png"
 
 
 def gaussian_noise(image, rng, min_stddev, max_stddev):
@@ -54,9 +59,9 @@ def text_noise(image, rng, min_occupancy, max_occupancy):
     height, width = image.shape[:2]
     target = height * width * rng.uniform(min_occupancy, max_occupancy) / 100.0
     covered = np.zeros((height, width), np.uint8)  # 255 where any string was drawn
-    count = 0
+    count, stalled = 0, 0
     for _ in range(TEXT_MAX_STRINGS):
-        if count >= target:
+        if count >= target or stalled >= TEXT_MAX_STALLED:
             break
         text, origin, scale, thickness, color = _random_text_stamp(rng, height, width)
         cv2.putText(noisy, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color[: image.shape[2]], thickness)
@@ -67,7 +72,8 @@ def text_noise(image, rng, min_occupancy, max_occupancy):
                       max(0, origin[0] - margin): origin[0] + text_width + margin]
         before = cv2.countNonZero(box)
         cv2.putText(covered, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness)
-        count += cv2.countNonZero(box) - before
+        added = cv2.countNonZero(box) - before
+        count, stalled = count + added, 0 if added else stalled + 1
     return noisy
 
 
@@ -123,8 +129,6 @@ def get_noise_model(spec="gaussian,0,50"):
 
 def noise_spec(text):
     """argparse type for a noise spec: validated at parse time, before anything is loaded."""
-    import argparse
-
     try:
         parse_noise_spec(text)
     except ValueError as error:
@@ -142,8 +146,9 @@ def get_args(argv=None):
                         help=f"noise spec NAME[,MIN,MAX]; NAME one of {', '.join(NOISE_MODELS)}")
     parser.add_argument("--image", type=cli.existing_file, default=None,
                         help="preview on this photo instead of a flat grey image")
-    parser.add_argument("--output", type=str, default=None,
-                        help="save the preview to this PNG file instead of showing a window")
+    parser.add_argument("--output", type=cli.image_output_file, default=None,
+                        help=f"save the preview to this image file instead of showing a window "
+                             f"(without a display: {PREVIEW_FILE})")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the noise; if not given, a random one")
     return parser.parse_args(argv)
 
@@ -152,7 +157,7 @@ def preview_source(args):
     """The uint8 BGR image the noise is previewed on."""
     if args.image is None:
         return np.full((args.image_size, args.image_size, 3), 128, np.uint8)
-    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    image = images.read_image(args.image)
     if image is None:
         raise cli.UserError(f"--image {args.image}: not a readable image file")
     return image
@@ -181,14 +186,15 @@ def main(argv=None):
     noise = get_noise_model(args.noise_model)
     rng = np.random.default_rng(args.seed)
     image = preview_source(args)
-    if args.output is None and not cli.has_display():
-        raise cli.UserError("no display to show a window; pass --output FILE.png to save the preview")
-    if args.output is None:
+    if args.output is None and cli.has_display():
         show_in_window(image, noise, rng)
         return 0
-    if not cv2.imwrite(args.output, noise(image, rng)):
-        raise cli.UserError(f"--output {args.output}: cannot write it (use a .png name in a writable folder)")
-    print(f"saved {args.noise_model} preview to {args.output}")
+    output = args.output or PREVIEW_FILE
+    if args.output is None:
+        print(f"no display to show a window: saving the preview to {output} (choose the file with --output)")
+    if not images.write_image(output, noise(image, rng)):
+        raise cli.UserError(f"--output {output}: cannot write it (is the folder writable?)")
+    print(f"saved {args.noise_model} preview to {output}")
     return 0
 
 

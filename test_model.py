@@ -8,7 +8,6 @@ already noisy), denoises it, and prints the PSNR of the noisy and the
 denoised image against the original, then their means.
 """
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,8 +16,9 @@ import cli
 
 cli.import_keras_quietly()
 import generator  # noqa: E402  (after the quiet Keras import)
+import images  # noqa: E402
 import model as models  # noqa: E402
-from noise_model import NOISE_MODELS, get_noise_model, noise_spec
+from noise_model import NOISE_MODELS, get_noise_model, noise_spec, parse_noise_spec  # noqa: E402
 
 
 def get_args(argv=None):
@@ -68,12 +68,14 @@ def show_window(triptych, title):
     return "q" not in pressed
 
 
-def save_png(path, image):
-    """Write `image` to `path`, creating subfolders (mirroring --image_dir's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise cli.UserError(f"--output_dir: cannot write {path}")
-    print(f"  saved {path}")
+def output_path(output_dir, image_dir, path, taken):
+    """output_dir/<path relative to image_dir>.png; a name already `taken` keeps its suffix (a.jpg -> a_jpg.png)."""
+    relative = path.relative_to(image_dir)
+    target = output_dir / relative.with_suffix(".png")
+    if target in taken:
+        target = output_dir / relative.with_name(f"{relative.stem}_{relative.suffix[1:]}.png")
+    taken.add(target)
+    return target
 
 
 def load_model(args):
@@ -85,34 +87,44 @@ def load_model(args):
     return model
 
 
+def denoise_folder(model, paths, args, output_dir):
+    """Denoise every image, save or show its triptych; returns [(noisy PSNR, denoised PSNR)] per image."""
+    noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
+    # With 'clean' the input is already noisy: there is no clean reference to score against.
+    has_reference = parse_noise_spec(args.test_noise_model)[0] != "clean"
+    scores, done, taken = [], 0, set()
+    for path in paths:
+        image = images.read_image(path)
+        if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
+            print(f"warning: skipping {path}: not a readable image of at least 16x16 pixels", file=sys.stderr)
+            continue
+        original, noisy, denoised = denoise_one(model, image, noise, rng)
+        done += 1
+        if has_reference:
+            scores.append((image_psnr(original, noisy), image_psnr(original, denoised)))
+            print(f"{path.relative_to(args.image_dir)}: noisy {scores[-1][0]:.2f} dB, denoised {scores[-1][1]:.2f} dB")
+        triptych = np.concatenate([original, noisy, denoised], axis=1)
+        if output_dir is not None:
+            target = output_path(output_dir, args.image_dir, path, taken)
+            if not images.write_image(target, triptych):
+                raise cli.UserError(f"--output_dir: cannot write {target}")
+            print(f"  saved {target}")
+        elif not show_window(triptych, str(path.relative_to(args.image_dir))):
+            break
+    if not done:
+        raise cli.UserError(f"--image_dir {args.image_dir}: none of its {len(paths)} image files could be read")
+    return scores
+
+
 def main(argv=None):
     args = get_args(argv)
     if args.output_dir is None and not cli.has_display():
         raise cli.UserError("no display to show the results; pass --output_dir FOLDER to save them as PNGs")
-    paths = generator.list_images(args.image_dir)
+    paths = images.list_images(args.image_dir)
     if not paths:
-        raise cli.UserError(f"--image_dir {args.image_dir}: no image files ({', '.join(generator.IMAGE_SUFFIXES)})")
+        raise cli.UserError(f"--image_dir {args.image_dir}: no image files ({', '.join(images.IMAGE_SUFFIXES)})")
     output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir") if args.output_dir else None
-    model = load_model(args)
-    noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
-    scores = []
-    # With 'clean' the input is already noisy: there is no clean reference to score against.
-    has_reference = noise.spec.split(",")[0] != "clean"
-    for path in paths:
-        image = generator.read_image(path)
-        if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
-            print(f"skipping {path}: not a readable image of at least 16x16 pixels", file=sys.stderr)
-            continue
-        original, noisy, denoised = denoise_one(model, image, noise, rng)
-        name = path.relative_to(args.image_dir)
-        if has_reference:
-            scores.append((image_psnr(original, noisy), image_psnr(original, denoised)))
-            print(f"{name}: noisy {scores[-1][0]:.2f} dB, denoised {scores[-1][1]:.2f} dB")
-        triptych = np.concatenate([original, noisy, denoised], axis=1)
-        if output_dir is not None:
-            save_png(output_dir / name.with_suffix(".png"), triptych)
-        elif not show_window(triptych, str(name)):
-            break
+    scores = denoise_folder(load_model(args), paths, args, output_dir)
     if scores:
         noisy_mean, denoised_mean = np.mean(scores, axis=0)
         print(f"mean over {len(scores)} images: noisy {noisy_mean:.2f} dB, denoised {denoised_mean:.2f} dB")

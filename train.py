@@ -7,23 +7,21 @@
 
 Writes into --output_path: the best checkpoint by val_PSNR
 (weights.{epoch}-{val_loss}-{val_PSNR}.weights.h5), history.npz after every
-epoch, and at the end val_loss.png / val_PSNR.png and sample.png
-(original | noisy | denoised validation image).
+epoch, and at the end sample.png (original | noisy | denoised validation
+image, denoised by the best checkpoint).
 """
 import sys
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 import cli
+import images
 
 cli.import_keras_quietly()
 import generator  # noqa: E402  (after the quiet Keras import)
 import keras  # noqa: E402
 import model as models  # noqa: E402
-import plot_history  # noqa: E402
 from noise_model import NOISE_MODELS, get_noise_model, noise_spec
 
 NOISE_HELP = f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODELS)}"
@@ -65,9 +63,10 @@ def get_args(argv=None):
 
 def image_paths(folder, bundled_names, flag):
     """The image files of `folder`, or scikit-image's bundled photos when no folder is given."""
-    paths = generator.list_images(folder) if folder else generator.bundled_photo_paths(bundled_names)
+    paths = images.list_images(folder) if folder else generator.bundled_photo_paths(bundled_names)
     if not paths:
-        raise cli.UserError(f"{flag} {folder}: no image files ({', '.join(generator.IMAGE_SUFFIXES)}) in it")
+        raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: no image files "
+                            f"({', '.join(images.IMAGE_SUFFIXES)}) in it")
     return paths
 
 
@@ -109,29 +108,33 @@ def build_model(args):
     return model, l0_loss
 
 
-def newest_checkpoint(output_path, since):
-    """The checkpoint this run wrote last (the best by val_PSNR), or None."""
-    written = [p for p in Path(output_path).glob("weights.*.weights.h5") if p.stat().st_mtime >= since]
-    return max(written, key=lambda p: p.stat().st_mtime, default=None)
+def checkpoints(output_path):
+    """{checkpoint path: modification time} in the output folder."""
+    return {p: p.stat().st_mtime_ns for p in Path(output_path).glob("weights.*.weights.h5")}
+
+
+def best_checkpoint(before, after):
+    """The checkpoint this run wrote last (the best by val_PSNR), or None; `before`/`after` from checkpoints()."""
+    written = [path for path, mtime in after.items() if before.get(path) != mtime]
+    return max(written, key=after.get, default=None)
 
 
 def write_sample(model, val_data, path):
     """Save original | noisy | denoised of the first validation image as a PNG."""
     noisy, clean = (array[0].astype(np.uint8) for array in val_data[0])
-    cv2.imwrite(str(path), np.concatenate([clean, noisy, models.denoise(model, noisy)], axis=1))
+    images.write_image(path, np.concatenate([clean, noisy, models.denoise(model, noisy)], axis=1))
 
 
-def report(model, args, val_data, started):
-    """After training: load the best checkpoint, write plots and a sample, and say where everything is."""
+def report(model, args, val_data, best):
+    """After training: denoise a validation sample with the best checkpoint and say where everything is."""
     output_path = Path(args.output_path)
-    best = newest_checkpoint(output_path, started)
     if best is not None:
         model.load_weights(str(best))
         print(f"best checkpoint: {best}")
-    plot_history.plot_runs([output_path], output_path)
     write_sample(model, val_data, output_path / "sample.png")
-    print(f"history: {output_path / 'history.npz'}; plots: {output_path / 'val_PSNR.png'}, "
-          f"{output_path / 'val_loss.png'}; sample: {output_path / 'sample.png'}")
+    print(f"history: {output_path / 'history.npz'}; sample (original | noisy | denoised): "
+          f"{output_path / 'sample.png'}")
+    print(f"plot the history with: python3 plot_history.py --input1 {output_path} --output_dir {output_path}")
     if best is not None:
         print(f"denoise photos with: python3 test_model.py --model {args.model} --weight_file {best} "
               f"--image_dir YOUR_PHOTOS --output_dir denoised")
@@ -144,9 +147,11 @@ def main(argv=None):
     train_data, val_data = make_datasets(args)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, l0_loss,
                                           nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).")
-    started = time.time()
+    before = checkpoints(args.output_path)
     model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks)
-    report(model, args, val_data, started)
+    if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):
+        return 1  # StopOnNaN said why and what to change
+    report(model, args, val_data, best_checkpoint(before, checkpoints(args.output_path)))
     return 0
 
 

@@ -16,8 +16,11 @@ LEGACY_CHECKPOINT = SHARED / "reference" / "srresnet_keras2_checkpoint.hdf5"
 
 
 def require(path):
-    """Skip the test where an optional resource of ../shared is missing."""
+    """Skip the test where an optional resource of ../shared is missing; fail instead under
+    N2N_REQUIRE_SHARED=1 (set by .ci/run, where ../shared is always present)."""
     if not path.exists():
+        if os.environ.get("N2N_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{path} is missing, and N2N_REQUIRE_SHARED=1 requires it")
         pytest.skip(f"{path} is not present (../shared is optional outside CI)")
     return path
 
@@ -48,16 +51,23 @@ def image_folder(tmp_path_factory):
     return folder
 
 
+def shared_or(path, fallback):
+    """`path` of ../shared where present (required under N2N_REQUIRE_SHARED=1), else `fallback`."""
+    if path.is_dir() or os.environ.get("N2N_REQUIRE_SHARED") == "1":
+        return require(path)
+    return fallback
+
+
 @pytest.fixture(scope="session")
 def train_dir(image_folder):
     """The original's training set where ../shared has it, else the synthetic folder."""
-    return DATASETS / "train291" if (DATASETS / "train291").is_dir() else image_folder
+    return shared_or(DATASETS / "train291", image_folder)
 
 
 @pytest.fixture(scope="session")
 def val_dir(image_folder):
     """Set5 where ../shared has it, else the synthetic folder."""
-    return DATASETS / "Set5" if (DATASETS / "Set5").is_dir() else image_folder
+    return shared_or(DATASETS / "Set5", image_folder)
 
 
 def run_script(script, *args, cwd=REPO, env=None, timeout=600):

@@ -20,6 +20,7 @@ def assert_untouched(folder):
 
 
 def train_cases(image_folder, tmp_path):
+    """(extra train.py arguments, words the error line must contain), for every bad input."""
     empty = tmp_path / "empty"
     empty.mkdir(exist_ok=True)
     return [
@@ -40,7 +41,14 @@ def train_cases(image_folder, tmp_path):
     ]
 
 
-@pytest.mark.parametrize("case", range(14))
+TRAIN_CASE_COUNT = 14
+
+
+def test_every_train_case_is_run(image_folder, tmp_path):
+    assert len(train_cases(image_folder, tmp_path)) == TRAIN_CASE_COUNT
+
+
+@pytest.mark.parametrize("case", range(TRAIN_CASE_COUNT))
 def test_train_rejects_bad_input(case, image_folder, tmp_path, output_dir):
     args, needles = train_cases(image_folder, tmp_path)[case]
     defaults = ["--image_dir", image_folder, "--test_dir", image_folder]

@@ -121,7 +121,20 @@ def test_preview_script_on_a_photo(tmp_path, image_folder):
     assert cv2.imread(str(output)).shape == cv2.imread(str(image_folder / "a.png")).shape
 
 
-def test_preview_without_display_or_output_says_what_to_do(tmp_path):
+def test_preview_without_display_or_output_saves_a_png(tmp_path):
     result = run_script("noise_model.py", "--noise_model", "text,0,95", cwd=tmp_path)
-    assert_one_line_error(result, "--output")
+    assert result.returncode == 0, result.stderr
+    assert "no display" in result.stdout and "--output" in result.stdout
+    assert cv2.imread(str(tmp_path / "noise_preview.png")).shape == (256, 256, 3)
+
+
+def test_preview_refuses_an_output_name_without_image_suffix(tmp_path):
+    result = run_script("noise_model.py", "--output", tmp_path / "preview")
+    assert_one_line_error(result, "--output", "preview.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_text_noise_gives_up_once_no_string_adds_pixels():
+    # On a 4x4 image most strings are clipped away; the stall rule ends the loop long before 10,000 strings.
+    noisy = get_noise_model("text,95,95")(np.full((4, 4, 3), 128, np.uint8), np.random.default_rng(0))
+    assert noisy.shape == (4, 4, 3)
