@@ -51,11 +51,12 @@ def test_train_writes_checkpoint_history_and_sample(trained_run):
     ("mae_text", ["--loss", "mae", "--source_noise_model", "text,0,50", "--target_noise_model", "text,0,50",
                   "--val_noise_model", "text,25,25"]),
     ("unet_clean", ["--model", "unet", "--target_noise_model", "clean", "--val_noise_model", "gaussian,10,10"]),
-    ("clean_val", ["--source_noise_model", "gaussian,5,5", "--target_noise_model", "text,0,10",
-                   "--val_noise_model", "clean"]),
+    ("clean_source_val", ["--source_noise_model", "clean", "--target_noise_model", "text,0,10",
+                          "--val_noise_model", "clean"]),
 ])
 def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extra):
-    # Small synthetic images keep these runs short; the first test covers the real data sets.
+    """Every loss, both models, and every noise model as source, target and validation noise.
+    Small synthetic images keep these runs short; the first test covers the real data sets."""
     output, result = train(tmp_path, name, image_folder, image_folder, "--lr", 0.001, *extra)
     assert_trained(output)
     if "l0" in name:
