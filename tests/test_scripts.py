@@ -63,6 +63,13 @@ def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extr
         assert load_history(output)["loss"][0] > 0
 
 
+def test_train_continues_from_the_original_keras2_checkpoint(tmp_path, image_folder):
+    checkpoint = require(LEGACY_CHECKPOINT)
+    output, result = train(tmp_path, "continued", image_folder, image_folder, "--lr", 0.001, "--weight", checkpoint)
+    assert f"loaded weights from {checkpoint}" in result.stdout
+    assert_trained(output)
+
+
 def test_unstable_learning_rate_stops_with_advice(tmp_path, image_folder):
     result = run_script("train.py", "--image_dir", image_folder, "--test_dir", image_folder, *TINY,
                         "--lr", 1e6, "--output_path", tmp_path / "nan", "--seed", 0)
