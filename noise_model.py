@@ -123,7 +123,6 @@ def get_noise_model(spec="gaussian,0,50"):
     def noise(image, rng=None):
         return function(image, rng if rng is not None else np.random.default_rng())
 
-    noise.spec = spec
     return noise
 
 
