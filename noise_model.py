@@ -12,6 +12,7 @@ import argparse
 import functools
 import string
 import sys
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -27,13 +28,26 @@ TEXT_MAX_STRINGS = 10_000
 TEXT_MAX_STALLED = 200
 PREVIEW_FILE = "noise_preview.png"
 
+# Standard-normal quantiles at the midpoints of 65,536 equal-probability bins, float32. Indexing them with
+# uniform 16-bit integers samples N(0, 1) by inverse transform, about twice as fast as numpy's ziggurat;
+# exact to 1/65,536 in probability (the tails beyond 4.3 sigma, p = 1.5e-5, fold into the last bins),
+# far below the rounding to 8 bits that follows.
+NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in range(65536)], np.float32)
+
+
+def standard_normal(rng, shape):
+    """float32 N(0, 1) samples of `shape` (inverse transform through NORMAL_QUANTILES)."""
+    return NORMAL_QUANTILES[rng.integers(0, 65536, size=shape, dtype=np.uint16)]
+
 
 def gaussian_noise(image, rng, min_stddev, max_stddev):
     """Add N(0, s^2) noise with s ~ U[min_stddev, max_stddev] (0-255 scale); clip and truncate to uint8."""
     stddev = rng.uniform(min_stddev, max_stddev)
-    noisy = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(stddev)
+    noisy = standard_normal(rng, image.shape)
+    noisy *= np.float32(stddev)
+    noisy += image
     # Truncation toward zero after clipping, as the original's astype(np.uint8).
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
 
 def clean(image, rng):

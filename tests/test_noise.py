@@ -1,4 +1,6 @@
 """Noise models: types, purity, reproducibility, statistics, spec validation, and the preview script."""
+from statistics import NormalDist
+
 import cv2
 import numpy as np
 import pytest
@@ -51,6 +53,15 @@ def test_gaussian_stddev_matches_spec():
     # Truncation to uint8 moves the mean by about -0.5; the spread is the spec's sigma.
     assert abs(residual.std() - 25) < 0.5
     assert abs(residual.mean() + 0.5) < 0.3
+
+
+def test_standard_normal_sampler_matches_the_normal_distribution():
+    samples = np.sort(noise_model.standard_normal(np.random.default_rng(0), (400_000,)).astype(np.float64))
+    assert abs(samples.mean()) < 0.005 and abs(samples.std() - 1) < 0.005
+    # Kolmogorov-Smirnov distance to N(0, 1): about 0.002 is expected from 400,000 samples.
+    cdf = np.array([NormalDist().cdf(x) for x in samples[::97]])
+    empirical = (np.arange(len(samples))[::97] + 0.5) / len(samples)
+    assert np.abs(cdf - empirical).max() < 0.004
 
 
 def test_gaussian_zero_sigma_changes_nothing(photo):

@@ -1,0 +1,112 @@
+"""Training-patch throughput: the suite's generator against the original's approach, in one run.
+
+    python3 benchmarks/bench_generator.py [--image_dir ../shared/datasets/train291] [--seconds 5]
+
+Prints one JSON line per measurement: patch pairs (source, target) per second
+on one thread, batch 16 of 64x64, for every noise model; then the original's
+approach for the same noise models, which the benchmark implements as the
+original generator worked (re-read a random file for every patch, then add
+noise to that one patch in float64), and the ratios.
+"""
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
+
+cli.import_keras_quietly()
+import generator  # noqa: E402
+import images  # noqa: E402
+from noise_model import get_noise_model  # noqa: E402
+
+SPECS = ("gaussian,0,50", "impulse,0,95", "text,0,50", "clean")
+
+
+def pairs_per_second(make_batch, batch_size, seconds):
+    """Call make_batch(index) for `seconds` (after one warm-up call); patch pairs per second."""
+    make_batch(0)
+    start, batches = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        make_batch(batches)
+        batches += 1
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def original_batch_maker(paths, noise, batch_size, image_size):
+    """The original's NoisyImageGenerator.__getitem__: a file read and a float64 noise draw per patch."""
+    def original_noise(patch):
+        if noise is None:
+            return patch
+        return noise(patch, np.random.default_rng(random.getrandbits(64)))
+
+    def make_batch(index):
+        x = np.zeros((batch_size, image_size, image_size, 3), dtype=np.uint8)
+        y = np.zeros_like(x)
+        sample = 0
+        while sample < batch_size:
+            image = cv2.imread(str(random.choice(paths)))
+            height, width = image.shape[:2]
+            if height >= image_size and width >= image_size:
+                i, j = np.random.randint(height - image_size + 1), np.random.randint(width - image_size + 1)
+                patch = image[i:i + image_size, j:j + image_size]
+                x[sample], y[sample] = original_noise(patch), original_noise(patch)
+                sample += 1
+        return x, y
+
+    return make_batch
+
+
+def original_gaussian(min_stddev, max_stddev):
+    """The original's gaussian noise, float64 as it was written."""
+    def noise(patch, rng):
+        noisy = patch.astype(np.float64) + np.random.randn(*patch.shape) * np.random.uniform(min_stddev, max_stddev)
+        return np.clip(noisy, 0, 255).astype(np.uint8)
+    return noise
+
+
+def get_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/train291"),
+                        help="training images")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
+    parser.add_argument("--batch_size", type=int, default=16, help="patches per batch")
+    parser.add_argument("--image_size", type=int, default=64, help="patch size")
+    return parser.parse_args()
+
+
+def main():
+    args = get_args()
+    paths = images.list_images(args.image_dir)
+    if not paths:
+        sys.exit(f"bench_generator.py: error: --image_dir {args.image_dir}: no images")
+    cached = generator.load_images(paths, min_size=args.image_size)
+    common = dict(batch_size=args.batch_size, image_size=args.image_size, machine=platform.processor() or
+                  platform.machine(), images=len(cached))
+    suite = {}
+    for spec in SPECS:
+        noise = get_noise_model(spec)
+        data = generator.NoisyImageGenerator(cached, noise, noise, batch_size=args.batch_size,
+                                             image_size=args.image_size, steps=10**9, seed=0)
+        suite[spec] = pairs_per_second(data.__getitem__, args.batch_size, args.seconds)
+        print(json.dumps(dict(bench="generator", approach="suite", noise=spec, pairs_per_s=round(suite[spec]), **common)))
+    originals = {"gaussian,0,50": original_gaussian(0, 50), "impulse,0,95": get_noise_model("impulse,0,95"),
+                 "text,0,50": get_noise_model("text,0,50"), "clean": None}
+    for spec, noise in originals.items():
+        rate = pairs_per_second(original_batch_maker(paths, noise, args.batch_size, args.image_size),
+                                args.batch_size, args.seconds)
+        print(json.dumps(dict(bench="generator", approach="original", noise=spec, pairs_per_s=round(rate),
+                              suite_speedup=round(suite[spec] / rate, 1), **common)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
