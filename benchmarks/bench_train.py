@@ -1,0 +1,92 @@
+"""Steady-state training step time: train.py's generator against pre-made in-memory tensors, in one run.
+
+    python3 benchmarks/bench_train.py [--models srresnet unet] [--steps 10]
+
+For each model, trains one warm-up epoch (tracing) and one timed epoch of
+--steps batches, twice: fed by train.py's NoisyImageGenerator (gaussian
+noise, its default worker threads) and fed by numpy arrays made beforehand.
+Prints one JSON line per measurement and the ratio generator / in-memory.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
+
+cli.import_keras_quietly()
+import keras  # noqa: E402
+
+import generator  # noqa: E402
+import images  # noqa: E402
+import model as models  # noqa: E402
+from noise_model import get_noise_model  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def compiled(model_name):
+    model = models.get_model(model_name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001), loss="mse", metrics=[models.psnr_metric()])
+    return model
+
+
+def timed_step(model_name, fit_data, steps, **fit_kwargs):
+    """Seconds per step of the second (traced, steady) epoch."""
+    timer = EpochTimer()
+    compiled(model_name).fit(fit_data, epochs=2, verbose=0, callbacks=[timer], **fit_kwargs)
+    return timer.seconds[1] / steps
+
+
+def get_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/train291"),
+                        help="training images")
+    parser.add_argument("--models", nargs="+", default=list(models.MODEL_NAMES), help="models to time")
+    parser.add_argument("--steps", type=int, default=10, help="batches per epoch")
+    parser.add_argument("--batch_size", type=int, default=16, help="patches per batch")
+    parser.add_argument("--image_size", type=int, default=64, help="patch size")
+    return parser.parse_args()
+
+
+def main():
+    args = get_args()
+    cached = generator.load_images(images.list_images(args.image_dir), min_size=args.image_size)
+    noise = get_noise_model("gaussian,0,50")
+    common = dict(batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
+                  backend=keras.backend.backend())
+    for model_name in args.models:
+        data = generator.NoisyImageGenerator(cached, noise, noise, batch_size=args.batch_size,
+                                             image_size=args.image_size, steps=args.steps, seed=0,
+                                             workers=generator.default_workers())
+        batches = [data[index] for index in range(args.steps)]
+        x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+        in_memory = timed_step(model_name, x, args.steps, y=y, batch_size=args.batch_size, shuffle=False)
+        print(json.dumps(dict(bench="train_step", model=model_name, feed="in_memory", seconds=round(in_memory, 4),
+                              **common)), flush=True)
+        fed = timed_step(model_name, data, args.steps)
+        print(json.dumps(dict(bench="train_step", model=model_name, feed="generator", seconds=round(fed, 4),
+                              workers=data.workers, ratio_to_in_memory=round(fed / in_memory, 3), **common)),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
