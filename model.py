@@ -5,6 +5,7 @@ TensorFlow (default), JAX and PyTorch backends all work. This module knows
 nothing about images on disk or noise: it sees float tensors of pixel values
 in the 0-255 range, shaped (batch, height, width, channels).
 """
+import json
 import math
 import os
 import warnings
@@ -226,17 +227,36 @@ def save_history(path, history):
             os.remove(temporary)
 
 
+BACKUP_FOLDER = "backup"  # inside the output folder: weights, optimizer state and epoch of the last epoch
+
+
+def backup_epoch(output_path):
+    """Number of completed epochs in the backup of `output_path`, or None where there is no backup."""
+    metadata = os.path.join(str(output_path), BACKUP_FOLDER, "training_metadata.json")
+    if not os.path.isfile(metadata):
+        return None
+    with open(metadata) as handle:
+        return int(json.load(handle)["epoch"])
+
+
 def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=None,
-                       nan_advice="Lower the learning rate."):
+                       nan_advice="Lower the learning rate.", history=None):
     """The callbacks of a training run, in order: validation, LR schedule, best-val_PSNR checkpoint,
-    history, NaN stop, L0 annealing."""
+    history, backup for --resume, NaN stop, L0 annealing.
+
+    `history` (per-epoch lists of the completed epochs) continues an interrupted run; the backup is
+    written after the history, so a kill between the two leaves the history ahead, never behind.
+    """
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
+    best_so_far = max((history or {}).get("val_PSNR", []), default=None)
     callbacks = [
         ImageValidation(validation_pairs),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_PSNR", mode="max", save_best_only=True,
-                                        save_weights_only=True, verbose=1),
-        HistorySaver(os.path.join(str(output_path), "history.npz")),
+                                        save_weights_only=True, verbose=1, initial_value_threshold=best_so_far),
+        HistorySaver(os.path.join(str(output_path), "history.npz"), history),
+        keras.callbacks.BackupAndRestore(os.path.join(str(output_path), BACKUP_FOLDER), delete_checkpoint=False,
+                                         double_checkpoint=True),
         StopOnNaN(nan_advice),
     ]
     if l0_loss is not None:

@@ -10,6 +10,7 @@ Writes into --output_path: the best checkpoint by val_PSNR
 epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def get_args(argv=None):
     parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches; if not given, a random one")
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --output_path from its last completed epoch "
+                             "(weights, optimizer, schedule, history); pass the flags it was started with")
     args = parser.parse_args(argv)
     if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, got {args.image_size}")
@@ -140,13 +144,32 @@ def report(model, args, val_data, best):
               f"--image_dir YOUR_PHOTOS --output_dir denoised")
 
 
+def previous_history(args):
+    """With --resume: the history of the completed epochs (and their count); else ({}, 0) and a fresh backup."""
+    completed = models.backup_epoch(args.output_path)
+    if not args.resume:
+        if completed is not None:
+            shutil.rmtree(Path(args.output_path) / models.BACKUP_FOLDER)  # a new run, not a continuation
+        return {}, 0
+    if completed is None:
+        raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} "
+                            f"(no {models.BACKUP_FOLDER}/ folder); leave out --resume to start one")
+    history_file = Path(args.output_path) / "history.npz"
+    history = np.load(history_file, allow_pickle=True)["history"].item() if history_file.is_file() else {}
+    print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}")
+    return {key: values[:completed] for key, values in history.items()}, completed
+
+
 def main(argv=None):
     args = get_args(argv)
     cli.prepare_output_dir(args.output_path, "--output_path")
+    history, completed = previous_history(args)
     model, l0_loss = build_model(args)  # a bad --weight fails before the images are decoded
     train_data, val_data = make_datasets(args)
+    train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, l0_loss,
-                                          nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).")
+                                          nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).",
+                                          history=history)
     before = checkpoints(args.output_path)
     model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks)
     if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):

@@ -1,0 +1,81 @@
+"""train.py --resume: a run killed in the middle of an epoch continues from its last completed epoch."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import cli
+from conftest import REPO, assert_one_line_error, run_script
+from test_networks import original_schedule
+
+cli.import_keras_quietly()
+import model as models  # noqa: E402
+
+EPOCHS, LR = 4, 0.001
+
+
+def train_args(image_folder, output):
+    return ["--image_dir", image_folder, "--test_dir", image_folder, "--nb_epochs", EPOCHS, "--steps", 4,
+            "--batch_size", 2, "--image_size", 32, "--lr", LR, "--loss", "l0", "--seed", 3,
+            "--workers", 2, "--output_path", output]
+
+
+def completed_epochs(output):
+    try:
+        return len(np.load(output / "history.npz", allow_pickle=True)["history"].item()["loss"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return 0
+
+
+def kill_during_epoch(image_folder, output, after_epochs):
+    """Start train.py and SIGKILL it once `after_epochs` epochs are done and the next one has begun."""
+    environment = {**os.environ, "MPLBACKEND": "Agg"}
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, train_args(image_folder, output))],
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while completed_epochs(output) < after_epochs and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into the next epoch (a step takes a few hundred ms)
+    assert process.poll() is None, "training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_killed_run_resumes_from_its_last_completed_epoch(image_folder, tmp_path):
+    output = tmp_path / "run"
+    kill_during_epoch(image_folder, output, after_epochs=2)
+    done = completed_epochs(output)
+    assert 2 <= done < EPOCHS
+    result = run_script("train.py", *train_args(image_folder, output), "--resume")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    backup = models.backup_epoch(output)
+    assert f"resuming {output} after epoch" in result.stdout
+    assert f"Epoch {done + 1}/{EPOCHS}" in result.stdout and "Epoch 1/" not in result.stdout
+    history = np.load(output / "history.npz", allow_pickle=True)["history"].item()
+    assert backup == EPOCHS
+    for key in ("loss", "val_loss", "PSNR", "val_PSNR", "learning_rate"):
+        assert len(history[key]) == EPOCHS, (key, history[key])  # every epoch exactly once
+    # Resumed epochs get their real index, so the LR (and the L0 gamma, set the same way) follow the schedule.
+    np.testing.assert_allclose(history["learning_rate"], [original_schedule(e, EPOCHS, LR) for e in range(EPOCHS)],
+                               rtol=1e-5)
+    for checkpoint in output.glob("weights.*.weights.h5"):
+        models.load_weights(models.get_model("srresnet"), checkpoint)
+
+
+def test_resume_of_a_finished_run_changes_nothing(image_folder, tmp_path):
+    output = tmp_path / "run"
+    first = run_script("train.py", *train_args(image_folder, output)[:-2], "--nb_epochs", 1, "--output_path", output)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = (output / "history.npz").read_bytes()
+    again = run_script("train.py", *train_args(image_folder, output)[:-2], "--nb_epochs", 1, "--output_path", output,
+                       "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (output / "history.npz").read_bytes() == before
+
+
+def test_resume_without_an_interrupted_run_says_so(image_folder, tmp_path):
+    result = run_script("train.py", *train_args(image_folder, tmp_path / "new"), "--resume")
+    assert_one_line_error(result, "--resume", "no interrupted run")
