@@ -5,6 +5,7 @@
 writes val_loss.png and val_PSNR.png (one line per run, labelled by folder
 name) into --output_dir. Needs only numpy and matplotlib.
 """
+import pickle
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def load_history(run_dir):
     try:
         with np.load(path, allow_pickle=True) as data:
             return data["history"].item()
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as error:
         raise cli.UserError(f"{path}: not a train.py history file ({error})") from None
 
 

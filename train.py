@@ -10,6 +10,7 @@ Writes into --output_path: the best checkpoint by val_PSNR
 epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -155,7 +156,11 @@ def previous_history(args):
         raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} "
                             f"(no {models.BACKUP_FOLDER}/ folder); leave out --resume to start one")
     history_file = Path(args.output_path) / "history.npz"
-    history = np.load(history_file, allow_pickle=True)["history"].item() if history_file.is_file() else {}
+    try:
+        history = np.load(history_file, allow_pickle=True)["history"].item() if history_file.is_file() else {}
+    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError):
+        raise cli.UserError(f"--resume: {history_file} is damaged; move it away to resume without "
+                            f"the history of the first {completed} epochs") from None
     print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}")
     return {key: values[:completed] for key, values in history.items()}, completed
 

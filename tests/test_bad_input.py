@@ -101,3 +101,64 @@ def test_plot_history_rejects_a_folder_without_history(tmp_path, output_dir):
     result = run_script("plot_history.py", "--input1", tmp_path / "run", "--output_dir", output_dir)
     assert_one_line_error(result, "no history.npz")
     assert_untouched(output_dir)
+
+
+def test_noise_preview_rejects_a_bad_noise_spec(tmp_path):
+    result = run_script("noise_model.py", "--noise_model", "gaussian,50", "--output", tmp_path / "n.png")
+    assert_one_line_error(result, "--noise_model", "gaussian,min_stddev,max_stddev")
+    assert not (tmp_path / "n.png").exists()
+
+
+def test_noise_preview_rejects_a_photo_that_is_not_an_image(tmp_path):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("not a jpeg")
+    result = run_script("noise_model.py", "--image", fake, "--output", tmp_path / "n.png")
+    assert_one_line_error(result, "--image", "not a readable image")
+    assert not (tmp_path / "n.png").exists()
+
+
+def test_noise_preview_rejects_a_missing_photo(tmp_path):
+    result = run_script("noise_model.py", "--image", tmp_path / "none.png", "--output", tmp_path / "n.png")
+    assert_one_line_error(result, "--image", "does not exist")
+
+
+def test_plot_history_rejects_a_missing_run_folder(tmp_path, output_dir):
+    result = run_script("plot_history.py", "--input1", tmp_path / "nowhere", "--output_dir", output_dir)
+    assert_one_line_error(result, "--input1", "does not exist")
+    assert_untouched(output_dir)
+
+
+def test_plot_history_rejects_a_corrupt_history_file(tmp_path, output_dir):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "history.npz").write_bytes(b"garbage")
+    result = run_script("plot_history.py", "--input1", tmp_path / "run", "--output_dir", output_dir)
+    assert_one_line_error(result, "history.npz", "not a train.py history file")
+    assert_untouched(output_dir)
+
+
+def test_test_model_rejects_a_folder_without_images(tmp_path, output_dir):
+    (tmp_path / "empty").mkdir()
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", tmp_path / "empty",
+                        "--output_dir", output_dir)
+    assert_one_line_error(result, "--image_dir", "no image files")
+    assert_untouched(output_dir)
+
+
+def test_test_model_rejects_weights_of_the_other_architecture(image_folder, output_dir):
+    if not LEGACY_CHECKPOINT.exists():
+        pytest.skip("../shared/reference is optional outside CI")
+    result = run_script("test_model.py", "--model", "unet", "--weight_file", LEGACY_CHECKPOINT,
+                        "--image_dir", image_folder, "--output_dir", output_dir)
+    assert_one_line_error(result, "--weight_file", "pass --model srresnet")
+    assert_untouched(output_dir)
+
+
+def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output_dir, tmp_path):
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", image_folder,
+                        "--output_dir", output_dir / "history.npz")
+    assert_one_line_error(result, "--output_dir", "a file is in the way")
+    assert_untouched(output_dir)

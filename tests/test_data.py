@@ -94,6 +94,14 @@ def test_batches_are_reproducible_and_change_every_epoch(photos):
     assert not np.array_equal(before, first[1][0])
 
 
+def test_a_single_image_fills_a_larger_batch(photos):
+    data = generator.NoisyImageGenerator(photos[:1], get_noise_model("clean"), get_noise_model("gaussian,5,5"),
+                                         batch_size=8, image_size=24, steps=1, seed=0)
+    sources, targets = data[0]
+    assert sources.shape == (8, 24, 24, 3)
+    assert len({patch.tobytes() for patch in sources}) > 1  # different crops of the one image
+
+
 def test_images_smaller_than_the_patch_are_left_out(photos):
     images = photos
     data = generator.NoisyImageGenerator(images, get_noise_model("clean"), get_noise_model("clean"),
