@@ -14,6 +14,14 @@ def output_dir(tmp_path):
     return folder
 
 
+@pytest.fixture
+def placeholder_weights(tmp_path):
+    """An existing (empty) weight file, for cases where another argument is the culprit."""
+    path = tmp_path / "w.weights.h5"
+    path.write_bytes(b"")
+    return path
+
+
 def assert_untouched(folder):
     assert [p.name for p in folder.iterdir()] == ["history.npz"]
     assert (folder / "history.npz").read_bytes() == b"earlier run"
@@ -81,10 +89,8 @@ def test_test_model_rejects_a_corrupt_weight_file(image_folder, tmp_path, output
     assert_untouched(output_dir)
 
 
-def test_test_model_rejects_an_unknown_test_noise(image_folder, tmp_path, output_dir):
-    weights = tmp_path / "w.weights.h5"
-    weights.write_bytes(b"")
-    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", image_folder,
+def test_test_model_rejects_an_unknown_test_noise(image_folder, placeholder_weights, output_dir):
+    result = run_script("test_model.py", "--weight_file", placeholder_weights, "--image_dir", image_folder,
                         "--test_noise_model", "salt,0,5", "--output_dir", output_dir)
     assert_one_line_error(result, "--test_noise_model", "valid:")
     assert_untouched(output_dir)
@@ -136,11 +142,9 @@ def test_plot_history_rejects_a_corrupt_history_file(tmp_path, output_dir):
     assert_untouched(output_dir)
 
 
-def test_test_model_rejects_a_folder_without_images(tmp_path, output_dir):
+def test_test_model_rejects_a_folder_without_images(tmp_path, placeholder_weights, output_dir):
     (tmp_path / "empty").mkdir()
-    weights = tmp_path / "w.weights.h5"
-    weights.write_bytes(b"")
-    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", tmp_path / "empty",
+    result = run_script("test_model.py", "--weight_file", placeholder_weights, "--image_dir", tmp_path / "empty",
                         "--output_dir", output_dir)
     assert_one_line_error(result, "--image_dir", "no image files")
     assert_untouched(output_dir)
@@ -155,10 +159,8 @@ def test_test_model_rejects_weights_of_the_other_architecture(image_folder, outp
     assert_untouched(output_dir)
 
 
-def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output_dir, tmp_path):
-    weights = tmp_path / "w.weights.h5"
-    weights.write_bytes(b"")
-    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", image_folder,
+def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output_dir, placeholder_weights):
+    result = run_script("test_model.py", "--weight_file", placeholder_weights, "--image_dir", image_folder,
                         "--output_dir", output_dir / "history.npz")
     assert_one_line_error(result, "--output_dir", "a file is in the way")
     assert_untouched(output_dir)
