@@ -56,7 +56,8 @@ def clean(image, rng):
 
 
 def _random_text_stamp(rng, height, width):
-    """Draw the parameters of one random string that fits an HxW image."""
+    """Draw one random string that fits an HxW image: its text, origin, scale, thickness, colour,
+    and the (rows, columns) slices of the box its strokes can touch."""
     text = "".join(rng.choice(TEXT_ALPHABET, size=rng.integers(5, 11)))
     font_scale = rng.uniform(0.5, 1.0)
     thickness = int(rng.integers(1, 4))
@@ -64,7 +65,10 @@ def _random_text_stamp(rng, height, width):
     x = int(rng.integers(0, max(0, width - 1 - text_width) + 1))
     y = int(rng.integers(text_height, max(text_height, height - 1 - baseline) + 1))
     color = tuple(float(c) for c in rng.uniform(0, 255, size=3))
-    return text, (x, y), font_scale, thickness, color
+    margin = thickness + 2  # strokes reach a little beyond the nominal text box
+    box = (slice(max(0, y - text_height - margin), y + baseline + margin),
+           slice(max(0, x - margin), x + text_width + margin))
+    return text, (x, y), font_scale, thickness, color, box
 
 
 def text_noise(image, rng, min_occupancy, max_occupancy):
@@ -77,13 +81,9 @@ def text_noise(image, rng, min_occupancy, max_occupancy):
     for _ in range(TEXT_MAX_STRINGS):
         if count >= target or stalled >= TEXT_MAX_STALLED:
             break
-        text, origin, scale, thickness, color = _random_text_stamp(rng, height, width)
+        text, origin, scale, thickness, color, box_slices = _random_text_stamp(rng, height, width)
         cv2.putText(noisy, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color[: image.shape[2]], thickness)
-        # Count only inside the new string's box (with a stroke margin), not the whole image.
-        (text_width, text_height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        margin = thickness + 2
-        box = covered[max(0, origin[1] - text_height - margin): origin[1] + baseline + margin,
-                      max(0, origin[0] - margin): origin[0] + text_width + margin]
+        box = covered[box_slices]  # count only inside the new string's box, not the whole image
         before = cv2.countNonZero(box)
         cv2.putText(covered, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness)
         added = cv2.countNonZero(box) - before
