@@ -7,11 +7,11 @@ from pathlib import Path
 
 import cv2
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(folder):
-    """Image files below `folder` (recursive; .png .jpg .jpeg .bmp .tif .tiff in any letter case), sorted."""
+    """Image files below `folder` (recursive; any suffix of IMAGE_SUFFIXES in any letter case), sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 

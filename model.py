@@ -42,7 +42,8 @@ def get_srresnet_model(channels=3, filters=64, residual_blocks=16):
     x = layers.Conv2D(filters, **SRRESNET_CONV)(x)
     x = layers.BatchNormalization()(x)
     x = layers.Add()([x, first_features])
-    outputs = layers.Conv2D(channels, **SRRESNET_CONV)(x)
+    # float32 output layer: under mixed precision the pixels, loss and PSNR stay float32.
+    outputs = layers.Conv2D(channels, dtype="float32", **SRRESNET_CONV)(x)
     return keras.Model(inputs, outputs, name="srresnet")
 
 
@@ -74,7 +75,7 @@ def get_unet_model(channels=3, start_filters=64, depth=4, dropout=0.5):
     """
     inputs = keras.Input((None, None, channels))
     x = _unet_level(inputs, start_filters, depth, dropout)
-    outputs = layers.Conv2D(channels, 1)(x)
+    outputs = layers.Conv2D(channels, 1, dtype="float32")(x)  # float32 even under mixed precision
     return keras.Model(inputs, outputs, name="unet")
 
 
@@ -84,6 +85,39 @@ def get_model(model_name="srresnet", channels=3):
     if model_name not in builders:
         raise ValueError(f"model name should be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
     return builders[model_name](channels=channels)
+
+
+def gpu_compute_capability():
+    """(major, minor) CUDA compute capability of the first GPU the backend sees, or None without one."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))) if gpus else None
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        capability = getattr(device, "compute_capability", None) if device.platform == "gpu" else None
+        return tuple(int(part) for part in capability.split(".")) if capability else None
+    if backend == "torch":
+        import torch
+
+        return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
+    return None
+
+
+def use_mixed_precision():
+    """Make the models built from now on compute in 16 bits (variables stay float32); returns the policy name.
+
+    bfloat16 on CPUs and on GPUs from compute capability 8.0 (Ampere) on; float16
+    on older GPUs, where Keras' compile() then adds dynamic loss scaling.
+    """
+    capability = gpu_compute_capability()
+    policy = "mixed_float16" if capability is not None and capability < (8, 0) else "mixed_bfloat16"
+    keras.config.set_dtype_policy(policy)
+    return policy
 
 
 # ------------------------------------------------------------ loss, metric
@@ -116,10 +150,10 @@ class L0Loss(keras.losses.Loss):
         return ops.mean(ops.power(ops.abs(y_true - y_pred) + 1e-8, self.gamma), axis=-1)
 
 
-def get_loss(loss_name, l0_loss=None):
-    """'mse' | 'mae' | 'l0' -> a Keras loss; pass the `L0Loss` to anneal for 'l0'."""
+def get_loss(loss_name):
+    """'mse' | 'mae' | 'l0' -> a Keras loss (for 'l0' a new `L0Loss`, whose gamma AnnealL0Gamma lowers)."""
     if loss_name == "l0":
-        return l0_loss if l0_loss is not None else L0Loss()
+        return L0Loss()
     if loss_name in ("mse", "mae"):
         return loss_name
     raise ValueError(f"loss should be one of mse, mae, l0, got {loss_name!r}")
@@ -156,25 +190,29 @@ class AnnealL0Gamma(keras.callbacks.Callback):
 
 
 class ImageValidation(keras.callbacks.Callback):
-    """Validates on images of different sizes and adds val_loss, val_PSNR, ... to the epoch logs.
+    """Validates on images of different sizes and adds val_loss and val_PSNR to the epoch logs.
 
     Keras' TensorFlow data adapter fixes one tensor shape from the first two
     validation batches, so a folder of differently sized images cannot go
-    through fit(validation_data=...). This evaluates each (noisy, clean) pair,
-    float32 arrays of shape (1, H, W, C), at its own size, and averages over
-    images as Keras does for batches of one. It must come before the
+    through fit(validation_data=...). This predicts each (noisy, clean) pair,
+    float32 arrays of shape (1, H, W, C), through `predict_padded` (a few
+    padded shapes, so no new graph per image size) and averages `loss` (what
+    compile() got) and the PSNR over the images. It must come before the
     callbacks that read val_* (checkpoint, history).
     """
 
-    def __init__(self, pairs):
+    def __init__(self, pairs, loss):
         super().__init__()
         self.pairs = list(pairs)
+        self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
 
     def on_epoch_end(self, epoch, logs=None):
-        results = [self.model.evaluate(noisy, clean, batch_size=1, verbose=0, return_dict=True)
-                   for noisy, clean in self.pairs]
-        for key in results[0]:
-            logs["val_" + key] = float(np.mean([result[key] for result in results]))
+        losses, psnrs = [], []
+        for noisy, clean in self.pairs:
+            prediction = predict_padded(self.model, noisy)
+            losses.append(float(ops.mean(self.loss(clean, prediction))))
+            psnrs.append(float(psnr(clean, prediction)))
+        logs["val_loss"], logs["val_PSNR"] = float(np.mean(losses)), float(np.mean(psnrs))
 
 
 class HistorySaver(keras.callbacks.Callback):
@@ -239,10 +277,10 @@ def backup_epoch(output_path):
         return int(json.load(handle)["epoch"])
 
 
-def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=None,
+def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
                        nan_advice="Lower the learning rate.", history=None):
     """The callbacks of a training run, in order: validation, LR schedule, best-val_PSNR checkpoint,
-    history, backup for --resume, NaN stop, L0 annealing.
+    history, backup for --resume, NaN stop, and L0 annealing where `loss` (what compile() got) is an L0Loss.
 
     `history` (per-epoch lists of the completed epochs) continues an interrupted run; the backup is
     written after the history, so a kill between the two leaves the history ahead, never behind.
@@ -250,7 +288,7 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=Non
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     best_so_far = max((history or {}).get("val_PSNR", []), default=None)
     callbacks = [
-        ImageValidation(validation_pairs),
+        ImageValidation(validation_pairs, loss),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_PSNR", mode="max", save_best_only=True,
                                         save_weights_only=True, verbose=1, initial_value_threshold=best_so_far),
@@ -259,8 +297,8 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, l0_loss=Non
                                          double_checkpoint=True),
         StopOnNaN(nan_advice),
     ]
-    if l0_loss is not None:
-        callbacks.append(AnnealL0Gamma(l0_loss, nb_epochs))
+    if isinstance(loss, L0Loss):
+        callbacks.append(AnnealL0Gamma(loss, nb_epochs))
     return callbacks
 
 
@@ -300,7 +338,32 @@ def load_weights(model, path):
             raise ValueError(f"does not fit a {model.name} model ({str(error).splitlines()[0][:200]})") from None
 
 
+# --------------------------------------------------------------- inference
+# Inputs are padded up to a multiple of this many pixels before prediction: a folder of many image sizes
+# then compiles one graph per padded shape (JAX, XLA), not one per size. 64 keeps the extra pixels of a
+# typical photo to a few per cent.
+PAD_MULTIPLE = 64
+
+
+def padded_size(size, multiple=PAD_MULTIPLE):
+    """`size` rounded up to a multiple of `multiple`."""
+    return -(-size // multiple) * multiple
+
+
+def predict_padded(model, batch, multiple=PAD_MULTIPLE):
+    """The model's float32 output for a (n, H, W, C) float32 0-255 batch, same shape.
+
+    The batch is mirrored (numpy 'reflect') at the bottom and right up to a
+    multiple of `multiple` and the output is cropped back, so edge pixels see
+    image-like context and shapes repeat across images.
+    """
+    height, width = batch.shape[1:3]
+    padding = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
+    output = model.predict_on_batch(np.pad(batch, padding, mode="reflect"))
+    return np.asarray(output, dtype=np.float32)[:, :height, :width]
+
+
 def denoise(model, image):
     """Denoise one HxWxC uint8 image (BGR 0-255) and return HxWxC uint8."""
-    prediction = model.predict(image[np.newaxis].astype("float32"), verbose=0)[0]
+    prediction = predict_padded(model, image[np.newaxis].astype(np.float32))[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

@@ -3,7 +3,8 @@
 A noise model is built from a spec string such as "gaussian,0,50" by
 `get_noise_model`. Every noise function is pure: it takes an HxWxC uint8
 image (0-255) and a `numpy.random.Generator`, never modifies the image, and
-returns a new HxWxC uint8 image. Pure numpy/OpenCV: no Keras import, so
+returns a new HxWxC uint8 image (float32 for additive noise asked for with
+zero_mean=True). Pure numpy/OpenCV: no Keras import, so
 previews start fast and data-loader workers stay light.
 
     python3 noise_model.py --noise_model text,0,95
@@ -13,6 +14,7 @@ import functools
 import string
 import sys
 from statistics import NormalDist
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -40,12 +42,18 @@ def standard_normal(rng, shape):
     return NORMAL_QUANTILES[rng.integers(0, 65536, size=shape, dtype=np.uint16)]
 
 
-def gaussian_noise(image, rng, min_stddev, max_stddev):
-    """Add N(0, s^2) noise with s ~ U[min_stddev, max_stddev] (0-255 scale); clip and truncate to uint8."""
+def gaussian_noise(image, rng, min_stddev, max_stddev, zero_mean=False):
+    """Add N(0, s^2) noise with s ~ U[min_stddev, max_stddev] (0-255 scale); clip and truncate to uint8.
+
+    With zero_mean the float32 sum is returned as it is (values below 0 and
+    above 255 kept, no rounding), so its expectation is exactly the image.
+    """
     stddev = rng.uniform(min_stddev, max_stddev)
     noisy = standard_normal(rng, image.shape)
     noisy *= np.float32(stddev)
     noisy += image
+    if zero_mean:
+        return noisy
     # Truncation toward zero after clipping, as the original's astype(np.uint8).
     return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
@@ -99,12 +107,18 @@ def impulse_noise(image, rng, min_occupancy, max_occupancy):
     return np.where(hit, values, image)
 
 
-# name -> (function, names of its numeric parameters, accepted range of each)
+class NoiseModel(NamedTuple):
+    function: object  # function(image, rng, *params) -> noisy image
+    params: tuple  # names of its numeric parameters, in spec order
+    value_range: tuple  # accepted (low, high) of every parameter, or None
+    additive: bool  # takes zero_mean=True: noise added in float, returned unclipped and unrounded
+
+
 NOISE_MODELS = {
-    "gaussian": (gaussian_noise, ("min_stddev", "max_stddev"), (0.0, float("inf"))),
-    "clean": (clean, (), None),
-    "text": (text_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0)),
-    "impulse": (impulse_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0)),
+    "gaussian": NoiseModel(gaussian_noise, ("min_stddev", "max_stddev"), (0.0, float("inf")), True),
+    "clean": NoiseModel(clean, (), None, False),
+    "text": NoiseModel(text_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0), False),
+    "impulse": NoiseModel(impulse_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0), False),
 }
 
 
@@ -113,7 +127,7 @@ def parse_noise_spec(spec):
     name, *tokens = [token.strip() for token in str(spec).split(",")]
     if name not in NOISE_MODELS:
         raise ValueError(f"unknown noise model {name!r} in {spec!r}; valid: {', '.join(NOISE_MODELS)}")
-    _, param_names, value_range = NOISE_MODELS[name]
+    param_names, value_range = NOISE_MODELS[name].params, NOISE_MODELS[name].value_range
     usage = ",".join((name,) + param_names)
     if len(tokens) != len(param_names):
         raise ValueError(f"{spec!r}: expected {usage}")
@@ -129,10 +143,17 @@ def parse_noise_spec(spec):
     return name, values
 
 
-def get_noise_model(spec="gaussian,0,50"):
-    """Spec string -> `noise(image, rng=None)`; unknown names list the valid ones (ValueError)."""
+def get_noise_model(spec="gaussian,0,50", zero_mean=False):
+    """Spec string -> `noise(image, rng=None)`; unknown names list the valid ones (ValueError).
+
+    zero_mean: additive noise (gaussian) comes back as float32, unclipped and
+    unrounded, so that its mean is the clean image (for training targets);
+    replacement noise (text, impulse) and clean are the same either way.
+    """
     name, values = parse_noise_spec(spec)
-    function = functools.partial(NOISE_MODELS[name][0], **dict(zip(NOISE_MODELS[name][1], values)))
+    model = NOISE_MODELS[name]
+    extra = {"zero_mean": True} if zero_mean and model.additive else {}
+    function = functools.partial(model.function, **dict(zip(model.params, values)), **extra)
 
     def noise(image, rng=None):
         return function(image, rng if rng is not None else np.random.default_rng())

@@ -86,7 +86,7 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     validation = [(np.ones((1, 16, 32, 3), np.float32), np.full((1, 16, 32, 3), 2.0, np.float32)),
                   (np.ones((1, 48, 16, 3), np.float32), np.full((1, 48, 16, 3), 2.0, np.float32))]
     model.fit(x, y, batch_size=4, epochs=nb_epochs, verbose=0,
-              callbacks=models.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))
+              callbacks=models.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))  # l0 -> annealing
     history = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
     expected_loss = [2.0 ** models.l0_gamma(e, nb_epochs) for e in range(nb_epochs)]
     np.testing.assert_allclose(history["loss"], expected_loss, rtol=1e-4)
@@ -131,3 +131,53 @@ def test_denoise_returns_uint8_of_same_size():
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     out = models.denoise(models.get_model("srresnet"), image)
     assert out.dtype == np.uint8 and out.shape == image.shape
+
+
+@pytest.fixture
+def mixed_precision():
+    """Mixed precision for the models built inside the test, float32 again afterwards."""
+    policy = models.use_mixed_precision()
+    yield policy
+    keras.config.set_dtype_policy("float32")
+
+
+def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mixed_precision):
+    model = models.get_model("srresnet")
+    assert mixed_precision == "mixed_bfloat16"  # no GPU older than Ampere here
+    assert model.layers[1].compute_dtype == "bfloat16" and all(w.dtype == "float32" for w in model.weights)
+    model.compile(optimizer="adam", loss="mse", metrics=[models.psnr_metric()])
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    logs = model.fit(x, x, epochs=1, verbose=0).history
+    assert model.predict_on_batch(x).dtype == np.float32 and np.isfinite(logs["loss"][0])
+
+
+@pytest.mark.parametrize("height, width", [(17, 45), (64, 64), (100, 30)])
+def test_padded_prediction_keeps_the_size_and_matches_a_pointwise_model(height, width):
+    """A 1x1 conv sees no neighbours, so the mirrored padding must not change a single output pixel."""
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+    batch = np.random.default_rng(1).uniform(0, 255, (2, height, width, 3)).astype(np.float32)
+    output = models.predict_padded(model, batch)
+    assert output.shape == batch.shape and output.dtype == np.float32
+    np.testing.assert_allclose(output, model.predict_on_batch(batch), rtol=1e-5, atol=1e-3)
+
+
+def test_padded_prediction_compiles_one_graph_per_padded_shape():
+    """Sizes that pad to the same multiple of PAD_MULTIPLE share a traced graph (no retrace per image size)."""
+    shapes_traced = []
+
+    class TraceCounter(keras.layers.Layer):
+        def call(self, x):  # Python runs here only while a graph is traced (and once at model build)
+            shapes_traced.append(tuple(x.shape))
+            return x
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(TraceCounter()(inputs)))
+    built = len(shapes_traced)
+    for height, width in [(40, 50), (64, 64), (33, 60), (100, 120), (70, 65), (128, 128), (50, 40)] * 2:
+        models.predict_padded(model, np.zeros((1, height, width, 3), np.float32))
+    traced = shapes_traced[built:]
+    # Two padded shapes, 64x64 and 128x128: at most one trace each (TensorFlow may relax the second to None x None),
+    # and never a graph for an unpadded size.
+    assert 1 <= len(traced) <= 2, traced
+    assert all(size is None or size % models.PAD_MULTIPLE == 0 for shape in traced for size in shape[1:3]), traced

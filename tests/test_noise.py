@@ -55,6 +55,22 @@ def test_gaussian_stddev_matches_spec():
     assert abs(residual.mean() + 0.5) < 0.3
 
 
+def test_zero_mean_gaussian_is_unclipped_float_with_the_image_as_mean():
+    """Near black, clipping and truncation bias the original's noisy pixels upwards; zero_mean does not."""
+    dark = np.full((256, 256, 3), 10, np.uint8)
+    clipped = get_noise_model("gaussian,25,25")(dark, np.random.default_rng(0))
+    exact = get_noise_model("gaussian,25,25", zero_mean=True)(dark, np.random.default_rng(0))
+    assert exact.dtype == np.float32 and exact.min() < 0 and not np.array_equal(exact, np.rint(exact))
+    assert clipped.mean() - 10 > 5  # the bias zero_mean removes
+    assert abs(exact.mean() - 10) < 0.2 and abs(exact.std() - 25) < 0.3
+
+
+@pytest.mark.parametrize("spec", ["text,0,50", "impulse,0,50", "clean"])
+def test_zero_mean_leaves_replacement_noise_unchanged(spec, photo):
+    np.testing.assert_array_equal(get_noise_model(spec, zero_mean=True)(photo, np.random.default_rng(5)),
+                                  get_noise_model(spec)(photo, np.random.default_rng(5)))
+
+
 def test_standard_normal_sampler_matches_the_normal_distribution():
     samples = np.sort(noise_model.standard_normal(np.random.default_rng(0), (400_000,)).astype(np.float64))
     assert abs(samples.mean()) < 0.005 and abs(samples.std() - 1) < 0.005

@@ -53,14 +53,20 @@ def test_train_writes_checkpoint_history_and_sample(trained_run):
     ("unet_clean", ["--model", "unet", "--target_noise_model", "clean", "--val_noise_model", "gaussian,10,10"]),
     ("clean_source_val", ["--source_noise_model", "clean", "--target_noise_model", "text,0,10",
                           "--val_noise_model", "clean"]),
+    ("mixed_zero_mean", ["--mixed_precision", "--zero_mean_targets"]),
 ])
 def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extra):
     """Every loss, both models, and every noise model as source, target and validation noise.
     Small synthetic images keep these runs short; the first test covers the real data sets."""
     output, result = train(tmp_path, name, image_folder, image_folder, "--lr", 0.001, *extra)
-    assert_trained(output)
+    checkpoints = assert_trained(output)
     if "l0" in name:
         assert load_history(output)["loss"][0] > 0
+    if "mixed" in name:  # bfloat16 compute, float32 weights: the checkpoint serves float32 inference
+        assert "mixed precision: mixed_bfloat16" in result.stdout
+        tested = run_script("test_model.py", "--weight_file", checkpoints[0], "--image_dir", image_folder,
+                            "--output_dir", tmp_path / "tested")
+        assert tested.returncode == 0 and "mean over" in tested.stdout, tested.stderr[-2000:]
 
 
 def test_train_continues_from_the_original_keras2_checkpoint(tmp_path, image_folder):

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The original README's full recipe on one GPU, timed end to end, with the GPU's utilization sampled
+# every second by nvidia-smi (where there is one):
+#     KERAS_BACKEND=jax bash benchmarks/gpu_recipe.sh DATA_DIR RUN_DIR [more train.py flags]
+# DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation); flags given after RUN_DIR override
+# the recipe's (e.g. --mixed_precision, or --nb_epochs 1 --steps 5 for a dry run). RUN_DIR receives train.py's
+# checkpoints and history.npz, train.log, gpu_utilization.csv (time, GPU %, MiB), test_set14.log and
+# test_set5.log (test_model.py on the best checkpoint, seed 0), summary.json and, last, EXIT (the exit status).
+set -euo pipefail
+data=$1 run=$2
+shift 2
+mkdir -p "$run"
+trap 'echo $? > "$run/EXIT"' EXIT
+sampler=
+if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
+        > "$run/gpu_utilization.csv" &
+    sampler=$!
+fi
+start=$(date +%s.%N)
+python3 train.py --image_dir "$data/train291" --test_dir "$data/Set14" --image_size 128 --batch_size 8 \
+    --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" > "$run/train.log" 2>&1
+end=$(date +%s.%N)
+[ -n "$sampler" ] && kill "$sampler"
+best=$(ls -t "$run"/weights.*.weights.h5 | head -n 1)
+for set in Set14 Set5; do
+    python3 test_model.py --weight_file "$best" --image_dir "$data/$set" --output_dir "$run/$set" --seed 0 \
+        > "$run/test_${set,,}.log" 2>&1
+done
+python3 - "$run" "$start" "$end" "$best" "$@" <<'PY'
+import json, re, sys
+from pathlib import Path
+run, start, end, best, flags = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5:]
+log = re.sub(r"\x1b\[[0-9;]*m", "", (run / "train.log").read_text()).replace("\r", "\n").replace("\b", "")
+unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+step_ms = [float(value) * unit[u] for value, u in re.findall(r"([\d.]+)(us|ms|s)/step - [^\n]*val_PSNR", log)]
+samples = []
+if (run / "gpu_utilization.csv").is_file():
+    samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines() if line.count(",") == 2]
+mean = lambda values: round(sum(values) / len(values), 1) if values else None
+test = re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB", (run / "test_set14.log").read_text())
+print(json.dumps({"wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
+                  "median_epoch_ms_per_step": sorted(step_ms)[len(step_ms) // 2] if step_ms else None,
+                  "gpu_util_mean": mean(samples), "gpu_util_mean_after_first_minute": mean(samples[60:]),
+                  "best_checkpoint": best, "set14_test_model": test}), file=open(run / "summary.json", "w"))
+PY
+cat "$run/summary.json"
