@@ -6,6 +6,7 @@ traceback. Imports nothing heavy, so `noise_model.py` stays Keras-free.
 """
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import warnings
@@ -44,6 +45,13 @@ def run_main(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every file is written to a temporary name and renamed: what was written before is whole.
+        print(f"{os.path.basename(sys.argv[0])}: error: {error.strerror}: free some space and run again "
+              f"(train.py: add --resume); the files written before this one are intact", file=sys.stderr)
+        return 1
 
 
 def positive_int(text):

@@ -215,6 +215,46 @@ class ImageValidation(keras.callbacks.Callback):
         logs["val_loss"], logs["val_PSNR"] = float(np.mean(losses)), float(np.mean(psnrs))
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the weights each time `monitor` beats its best value (mode max), like Keras' ModelCheckpoint
+    with save_best_only, but atomically (`save_weights_atomically`): a failed or killed write leaves the
+    earlier checkpoints whole and no partial file under a checkpoint's name.
+
+    `path_template` is formatted with epoch (1-based) and the epoch logs; `best` carries the best value of
+    an interrupted run over to its continuation.
+    """
+
+    def __init__(self, path_template, monitor="val_PSNR", best=None):
+        super().__init__()
+        self.path_template = str(path_template)
+        self.monitor = monitor
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and value <= self.best):
+            print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best}")
+            return
+        path = self.path_template.format(epoch=epoch + 1, **logs)
+        previous = "None" if self.best is None else f"{self.best:.5f}"
+        print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {previous} to {value:.5f}, saving weights to {path}")
+        save_weights_atomically(self.model, path)
+        self.best = value
+
+
+def save_weights_atomically(model, path):
+    """model.save_weights(path) through a temporary file beside it ('.partial.' + name, which no
+    'weights.*' pattern matches), renamed over `path` once complete."""
+    folder, name = os.path.split(str(path))
+    temporary = os.path.join(folder, ".partial." + name)
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 class HistorySaver(keras.callbacks.Callback):
     """Writes {"history": {metric: [per-epoch values]}} to an .npz after every epoch.
 
@@ -290,8 +330,7 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     callbacks = [
         ImageValidation(validation_pairs, loss),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_PSNR", mode="max", save_best_only=True,
-                                        save_weights_only=True, verbose=1, initial_value_threshold=best_so_far),
+        BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far),
         HistorySaver(os.path.join(str(output_path), "history.npz"), history),
         keras.callbacks.BackupAndRestore(os.path.join(str(output_path), BACKUP_FOLDER), delete_checkpoint=False,
                                          double_checkpoint=True),
@@ -363,7 +402,64 @@ def predict_padded(model, batch, multiple=PAD_MULTIPLE):
     return np.asarray(output, dtype=np.float32)[:, :height, :width]
 
 
-def denoise(model, image):
-    """Denoise one HxWxC uint8 image (BGR 0-255) and return HxWxC uint8."""
-    prediction = predict_padded(model, image[np.newaxis].astype(np.float32))[0]
+# Tiled prediction: neighbouring tiles share TILE_OVERLAP pixels. Each tile ignores the outer part of the
+# shared band (its outputs there lack context: the SRResNet sees 35 pixels around a pixel) and the two
+# tiles cross-fade linearly over TILE_BLEND pixels in its middle, so seams neither show nor shift values.
+TILE_OVERLAP = 64
+TILE_BLEND = 16
+
+
+def tile_starts(size, tile, overlap):
+    """Offsets of the tiles that cover 0..size, `overlap` pixels shared by neighbours; the last ends at `size`."""
+    if size <= tile:
+        return [0]
+    return list(range(0, size - tile, tile - overlap)) + [size - tile]
+
+
+def tile_weights(length, start, size, overlap):
+    """1-D blending weights of the tile [start, start + length) of 0..size, float32 in [0, 1].
+
+    Zero over the outer (overlap - blend) / 2 pixels of every edge that lies
+    inside the image, then rising linearly over `blend` pixels: in a shared
+    band the two tiles' weights add up to 1.
+    """
+    blend = min(TILE_BLEND, overlap)
+    dead = (overlap - blend) // 2
+    position = np.arange(length, dtype=np.float32)
+    weights = np.ones(length, np.float32)
+    if start > 0:
+        weights = np.minimum(weights, np.clip((position - dead + 1) / (blend + 1), 0, 1))
+    if start + length < size:
+        weights = np.minimum(weights, np.clip((length - position - dead) / (blend + 1), 0, 1))
+    return weights
+
+
+def predict_tiled(model, batch, tile, overlap=TILE_OVERLAP):
+    """`predict_padded` in tile x tile pieces (tile and overlap multiples of 16): memory bounded by the tile.
+
+    The batch is padded as predict_padded pads it, then cut into tiles that
+    share `overlap` pixels, which are blended by `tile_weights`; every tile
+    has one shape, so one compiled graph serves any image size.
+    """
+    height, width = batch.shape[1:3]
+    padding = ((0, 0), (0, padded_size(height) - height), (0, padded_size(width) - width), (0, 0))
+    padded = np.pad(batch, padding, mode="reflect")
+    total = np.zeros(padded.shape, np.float32)
+    weight_sum = np.zeros(padded.shape[1:3], np.float32)
+    for top in tile_starts(padded.shape[1], tile, overlap):
+        for left in tile_starts(padded.shape[2], tile, overlap):
+            piece = padded[:, top:top + tile, left:left + tile]
+            rows, columns = piece.shape[1:3]
+            weights = np.outer(tile_weights(rows, top, padded.shape[1], overlap),
+                               tile_weights(columns, left, padded.shape[2], overlap))
+            output = np.asarray(model.predict_on_batch(piece), dtype=np.float32)
+            total[:, top:top + rows, left:left + columns] += output * weights[:, :, np.newaxis]
+            weight_sum[top:top + rows, left:left + columns] += weights
+    return (total / weight_sum[:, :, np.newaxis])[:, :height, :width]
+
+
+def denoise(model, image, tile=0, overlap=TILE_OVERLAP):
+    """Denoise one HxWxC uint8 image (BGR 0-255) and return HxWxC uint8; tile > 0: in tiles of that size."""
+    batch = image[np.newaxis].astype(np.float32)
+    prediction = predict_tiled(model, batch, tile, overlap)[0] if tile else predict_padded(model, batch)[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

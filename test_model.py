@@ -2,12 +2,16 @@
 
     python3 test_model.py --weight_file checkpoints/weights.056-66.803-30.57923.weights.h5 \\
         --image_dir dataset/Set14 --output_dir result
+    python3 test_model.py --image_dir photos --test_noise_model clean --tile 512 --output_dir denoised
+        # the shipped gaussian SRResNet on already-noisy photos, in 512x512 tiles
 
 Adds --test_noise_model noise to each image (use `clean` for photos that are
 already noisy), denoises it, and prints the PSNR of the noisy and the
 denoised image against the original, then their means.
 """
+import argparse
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +25,39 @@ import model as models  # noqa: E402
 from noise_model import NOISE_MODELS, get_noise_model, noise_spec, parse_noise_spec  # noqa: E402
 
 
+# Trained weights shipped with the suite, by short name: result/weights/<name>.weights.h5
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "result" / "weights"
+DEFAULT_SHIPPED = "gaussian"
+
+
+def shipped_weights():
+    """{short name: path} of the weights in result/weights."""
+    return {path.name[: -len(".weights.h5")]: path for path in sorted(SHIPPED_WEIGHTS_DIR.glob("*.weights.h5"))}
+
+
+def weight_file(text):
+    """argparse type of --weight_file: an existing file, or the short name of shipped weights."""
+    if Path(text).is_file():
+        return Path(text)
+    shipped = shipped_weights()
+    if text in shipped:
+        return shipped[text]
+    names = ", ".join(shipped) or "none shipped"
+    raise argparse.ArgumentTypeError(f"{text}: no such file, and not the name of shipped weights ({names})")
+
+
+def multiple_of_16(text):
+    """argparse type: 0 or a positive multiple of 16 (the UNet's pooling grid)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or value % generator.SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive multiple of {generator.SIZE_MULTIPLE}, "
+                                         f"got {text!r}")
+    return value
+
+
 def get_args(argv=None):
     parser = cli.ArgumentParser(description="Denoise test images with a trained model and show or save "
                                             "original | noisy | denoised side by side.")
@@ -28,8 +65,10 @@ def get_args(argv=None):
                         help="test image folder (searched recursively)")
     parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet",
                         help="model architecture of the weights")
-    parser.add_argument("--weight_file", type=cli.existing_file, required=True,
-                        help="trained weights: a train.py .weights.h5 checkpoint or an original Keras 2 .hdf5")
+    parser.add_argument("--weight_file", type=weight_file, default=None,
+                        help="trained weights: a train.py .weights.h5 checkpoint, an original Keras 2 .hdf5, or the "
+                             f"name of weights shipped in result/weights ({', '.join(shipped_weights()) or 'none'}); "
+                             f"if not given, the shipped {DEFAULT_SHIPPED!r} SRResNet")
     parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",
                         help=f"noise added to each test image, NAME[,MIN,MAX] with NAME one of "
                              f"{', '.join(NOISE_MODELS)}; 'clean' denoises already-noisy photos as they are")
@@ -37,7 +76,19 @@ def get_args(argv=None):
                         help="save the results as PNGs here; otherwise show them in a window "
                              "(any key: next image, q: quit)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the test noise")
-    return parser.parse_args(argv)
+    parser.add_argument("--tile", type=multiple_of_16, default=0,
+                        help="denoise in tiles of this many pixels square (a multiple of 16, e.g. 512) to bound the "
+                             "memory of large photos; 0: the whole image at once")
+    parser.add_argument("--tile_overlap", type=multiple_of_16, default=models.TILE_OVERLAP,
+                        help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
+                             "whole-image inference within rounding for the SRResNet)")
+    parser.add_argument("--allow_output_in_image_dir", action="store_true",
+                        help="allow --output_dir to be --image_dir or a folder inside it (results named like the "
+                             "test images would replace them)")
+    args = parser.parse_args(argv)
+    if args.tile and args.tile <= args.tile_overlap:
+        parser.error(f"argument --tile: must be larger than --tile_overlap ({args.tile_overlap}), got {args.tile}")
+    return args
 
 
 def image_psnr(reference, image):
@@ -47,11 +98,11 @@ def image_psnr(reference, image):
     return float(models.psnr(reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)))
 
 
-def denoise_one(model, image, noise, rng):
+def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):
     """(original cropped to a multiple of 16, noisy, denoised), all HxWx3 uint8."""
     original = generator.crop_to_multiple(image)
     noisy = noise(original, rng)
-    return original, noisy, models.denoise(model, noisy)
+    return original, noisy, models.denoise(model, noisy, tile, overlap)
 
 
 def show_window(triptych, title):
@@ -78,7 +129,20 @@ def output_path(output_dir, image_dir, path, taken):
     return target
 
 
+def is_inside(folder, parent):
+    """True where `folder` is `parent` or below it (links resolved; `folder` need not exist yet)."""
+    folder, parent = Path(folder).resolve(), Path(parent).resolve()
+    return folder == parent or parent in folder.parents
+
+
 def load_model(args):
+    """The --model network with the --weight_file weights (the shipped default where none is given)."""
+    if args.weight_file is None:
+        if DEFAULT_SHIPPED not in shipped_weights():
+            raise cli.UserError(f"--weight_file: not given, and there are no shipped weights in "
+                                f"{SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
+        args.weight_file = shipped_weights()[DEFAULT_SHIPPED]
+        print(f"using the shipped {DEFAULT_SHIPPED} weights: {args.weight_file}")
     model = models.get_model(args.model)
     try:
         models.load_weights(model, args.weight_file)
@@ -98,7 +162,7 @@ def denoise_folder(model, paths, args, output_dir):
         if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
             print(f"warning: skipping {path}: not a readable image of at least 16x16 pixels", file=sys.stderr)
             continue
-        original, noisy, denoised = denoise_one(model, image, noise, rng)
+        original, noisy, denoised = denoise_one(model, image, noise, rng, args.tile, args.tile_overlap)
         done += 1
         if has_reference:
             scores.append((image_psnr(original, noisy), image_psnr(original, denoised)))
@@ -123,6 +187,10 @@ def main(argv=None):
     paths = images.list_images(args.image_dir)
     if not paths:
         raise cli.UserError(f"--image_dir {args.image_dir}: no image files ({', '.join(images.IMAGE_SUFFIXES)})")
+    if args.output_dir and not args.allow_output_in_image_dir and is_inside(args.output_dir, args.image_dir):
+        raise cli.UserError(f"--output_dir {args.output_dir} is inside --image_dir {args.image_dir}: the results "
+                            f"would replace or mix with the test images; choose another folder "
+                            f"(or pass --allow_output_in_image_dir)")
     output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir") if args.output_dir else None
     scores = denoise_folder(load_model(args), paths, args, output_dir)
     if scores:

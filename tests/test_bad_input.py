@@ -164,3 +164,23 @@ def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output
                         "--output_dir", output_dir / "history.npz")
     assert_one_line_error(result, "--output_dir", "a file is in the way")
     assert_untouched(output_dir)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--tile", "60"], ["--tile", "multiple of 16"]),
+    (["--tile", "64"], ["--tile", "larger than --tile_overlap"]),
+    (["--tile_overlap", "-16", "--tile", "128"], ["--tile_overlap", "multiple of 16"]),
+    (["--weight_file", "gausian"], ["--weight_file", "gausian", "shipped weights (gaussian"]),
+])
+def test_test_model_rejects_bad_tiles_and_unknown_weight_names(args, needles, image_folder, output_dir):
+    result = run_script("test_model.py", "--image_dir", image_folder, "--output_dir", output_dir, *args)
+    assert_one_line_error(result, *needles)
+    assert_untouched(output_dir)
+
+
+def test_test_model_refuses_to_write_into_its_image_dir(image_folder, tmp_path):
+    before = sorted(p.relative_to(image_folder) for p in image_folder.rglob("*"))
+    for output in (image_folder, image_folder / "sub" / "results"):
+        result = run_script("test_model.py", "--image_dir", image_folder, "--output_dir", output)
+        assert_one_line_error(result, "--output_dir", "inside --image_dir", "--allow_output_in_image_dir")
+    assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before

@@ -8,6 +8,7 @@ import pytest  # noqa: E402
 
 import generator  # noqa: E402
 import images  # noqa: E402
+from conftest import synthetic_photo  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 
 
@@ -27,6 +28,37 @@ def test_read_image_gives_three_channels_for_gray_rgba_and_16_bit(tmp_path):
     np.testing.assert_array_equal(read_gray[..., 0], gray)
     np.testing.assert_array_equal(images.read_image(tmp_path / "rgba.png"), rgba[..., :3])
     np.testing.assert_array_equal(images.read_image(tmp_path / "deep.png"), 40000 // 256)  # scaled, not truncated
+
+
+def test_read_image_expands_palettes_and_applies_the_exif_orientation(tmp_path):
+    from PIL import Image  # Pillow (a matplotlib dependency) writes palette PNGs and EXIF tags; OpenCV does not
+
+    photo = synthetic_photo(np.random.default_rng(2), 30, 40)  # BGR
+    palette = Image.fromarray(photo[..., ::-1]).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.save(tmp_path / "palette.png")
+    expected = np.asarray(palette.convert("RGB"))[..., ::-1]
+    np.testing.assert_array_equal(images.read_image(tmp_path / "palette.png"), expected)
+    upright = Image.fromarray(photo[..., ::-1])
+    exif = upright.getexif()
+    exif[0x0112] = 6  # orientation: the camera was turned, show the pixels rotated 90 degrees clockwise
+    upright.save(tmp_path / "turned.jpg", exif=exif, quality=98, subsampling=0)
+    turned = images.read_image(tmp_path / "turned.jpg").astype(int)
+    assert turned.shape == (40, 30, 3)
+    clockwise, anticlockwise = (np.abs(turned - np.rot90(photo, k=k)).mean() for k in (-1, 1))
+    assert clockwise < 2 < 10 < anticlockwise, (clockwise, anticlockwise)  # JPEG rounding only
+
+
+def test_truncated_and_empty_files_are_unreadable(tmp_path):
+    photo = synthetic_photo(np.random.default_rng(4), 60, 80)
+    for suffix in (".png", ".jpg"):
+        cv2.imwrite(str(tmp_path / f"whole{suffix}"), photo)
+        data = (tmp_path / f"whole{suffix}").read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+        assert images.read_image(tmp_path / f"whole{suffix}").shape == photo.shape
+        assert images.read_image(tmp_path / f"cut{suffix}") is None, suffix
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert images.read_image(tmp_path / "empty.png") is None
+    assert images.read_image(tmp_path) is None  # a folder named like an image
 
 
 def test_unreadable_and_small_images_are_skipped_with_a_warning(tmp_path, image_folder):

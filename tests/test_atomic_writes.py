@@ -1,0 +1,69 @@
+"""Checkpoints and history are written atomically: a write that fails midway leaves the earlier files intact."""
+import cli
+
+cli.import_keras_quietly()
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import model as models  # noqa: E402
+
+
+def learning_model():
+    """A 1x1 conv from zero towards y = 2x: its validation PSNR improves every epoch, so every epoch checkpoints."""
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1, kernel_initializer="zeros")(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss="mse", metrics=[models.psnr_metric()])
+    return model
+
+
+def fit_epochs(model, folder, epochs, history=None, initial_epoch=0):
+    x = np.random.default_rng(0).uniform(0, 10, (8, 8, 8, 3)).astype(np.float32)
+    validation = [(x[:1], 2 * x[:1])]
+    callbacks = models.training_callbacks(folder, validation, 10, 0.02, "mse", history=history)
+    model.fit(x, 2 * x, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks)
+
+
+def half_written(original):
+    """A writer that writes the first half of what `original` would write, then fails like a full disk."""
+    def write(*args, **kwargs):
+        original(*args, **kwargs)
+        # Model.save_weights(self, path) or np.savez(open file, ...) (save_history passes its handle)
+        target = args[1] if isinstance(args[0], keras.Model) else args[0]
+        if hasattr(target, "truncate"):
+            target.truncate(max(1, target.tell() // 2))
+        else:
+            with open(target, "r+b") as handle:
+                handle.truncate(max(1, handle.seek(0, 2) // 2))
+        raise OSError(28, "No space left on device")
+    return write
+
+
+def snapshot(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def test_a_checkpoint_write_failing_midway_leaves_the_earlier_checkpoint_and_history(tmp_path, monkeypatch):
+    model = learning_model()
+    fit_epochs(model, tmp_path, epochs=1)
+    before = snapshot(tmp_path)
+    assert [name for name in before if name.startswith("weights.001-")] and "history.npz" in before
+    history = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    monkeypatch.setattr(keras.Model, "save_weights", half_written(keras.Model.save_weights))
+    with pytest.raises(OSError, match="No space left"):
+        fit_epochs(model, tmp_path, epochs=2, history=history, initial_epoch=1)
+    assert snapshot(tmp_path) == before  # same files, same bytes: nothing half-written, nothing lost
+    monkeypatch.undo()
+    restored = learning_model()
+    models.load_weights(restored, next(tmp_path.glob("weights.001-*.weights.h5")))
+    assert len(np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()["loss"]) == 1
+
+
+def test_a_history_write_failing_midway_leaves_the_earlier_history(tmp_path, monkeypatch):
+    path = tmp_path / "history.npz"
+    models.save_history(path, {"loss": [3.0, 2.0]})
+    before = path.read_bytes()
+    monkeypatch.setattr(np, "savez", half_written(np.savez))
+    with pytest.raises(OSError):
+        models.save_history(path, {"loss": [3.0, 2.0, 1.0]})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["history.npz"]
