@@ -232,7 +232,10 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or (self.best is not None and value <= self.best):
+        if value is None or not math.isfinite(value):
+            print(f"\nEpoch {epoch + 1}: {self.monitor} is {value}: no checkpoint")
+            return
+        if self.best is not None and value <= self.best:
             print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best}")
             return
         path = self.path_template.format(epoch=epoch + 1, **logs)
@@ -246,6 +249,7 @@ def save_weights_atomically(model, path):
     """model.save_weights(path) through a temporary file beside it ('.partial.' + name, which no
     'weights.*' pattern matches), renamed over `path` once complete."""
     folder, name = os.path.split(str(path))
+    os.makedirs(folder or ".", exist_ok=True)
     temporary = os.path.join(folder, ".partial." + name)
     try:
         model.save_weights(temporary)
@@ -274,7 +278,16 @@ class HistorySaver(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training at the first NaN/inf loss and says what to change (`advice`)."""
+    """Stops training at the first NaN/inf loss and says what to change (`advice`).
+
+    async_safe: on JAX and torch, Keras then runs the batch hooks on a helper thread, so reading the loss
+    here does not make the training loop wait for the accelerator after every step. The price: the loop
+    may have queued the rest of the epoch by the time a NaN is seen, so training stops at the end of that
+    epoch at the latest (a non-finite loss stays non-finite, so it is never missed). TensorFlow calls the
+    hooks in step and stops at once.
+    """
+
+    async_safe = True
 
     def __init__(self, advice):
         super().__init__()
@@ -283,7 +296,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if self.stopped_at is None and loss is not None and not math.isfinite(float(loss)):
             self.stopped_at = batch
             self.model.stop_training = True
             print(f"\nthe loss became {loss} at batch {batch + 1}: training stopped. {self.advice}")
@@ -327,13 +340,15 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     """
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     best_so_far = max((history or {}).get("val_PSNR", []), default=None)
+    backup = keras.callbacks.BackupAndRestore(os.path.join(str(output_path), BACKUP_FOLDER), delete_checkpoint=False,
+                                              double_checkpoint=True)
+    backup.async_safe = True  # it saves once per epoch; its per-batch hook does nothing that needs the step's results
     callbacks = [
         ImageValidation(validation_pairs, loss),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far),
         HistorySaver(os.path.join(str(output_path), "history.npz"), history),
-        keras.callbacks.BackupAndRestore(os.path.join(str(output_path), BACKUP_FOLDER), delete_checkpoint=False,
-                                         double_checkpoint=True),
+        backup,
         StopOnNaN(nan_advice),
     ]
     if isinstance(loss, L0Loss):

@@ -9,7 +9,8 @@ on clean targets and, with --zero_mean for gaussian, on noisy targets with --zer
 validation image gets the original's validation noise (gaussian,25,25 / text,25,25 / impulse,70,70; seed 0,
 as test_model.py) and is scored as noisy input, denoised by cv2.fastNlMeansDenoisingColored (its strength h
 picked per noise model as the best of a grid on this same folder, which favours the baseline), and denoised
-by each trained model. One JSON line per (noise, method); SSIM from skimage.metrics (8-bit, colour).
+by each trained model (its best checkpoint by validation PSNR on --select_dir, so the evaluation folder
+plays no part in training). One JSON line per (noise, method); SSIM from skimage.metrics (8-bit, colour).
 """
 import argparse
 import json
@@ -48,7 +49,9 @@ def get_args():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--noise", nargs="+", choices=sorted(RECIPES), default=sorted(RECIPES), help="noise models")
     parser.add_argument("--image_dir", default=str(DATASETS / "train291"), help="training images")
-    parser.add_argument("--test_dir", default=str(DATASETS / "Set14"), help="validation / evaluation images")
+    parser.add_argument("--select_dir", default=str(DATASETS / "Set5"),
+                        help="train.py's --test_dir: validation images that pick the best checkpoint")
+    parser.add_argument("--test_dir", default=str(DATASETS / "Set14"), help="evaluation images")
     parser.add_argument("--nb_epochs", type=int, default=3, help="epochs of every training run")
     parser.add_argument("--steps", type=int, default=100, help="batches per epoch (batch 16 of 64x64)")
     parser.add_argument("--lr", type=float, default=0.005, help="initial learning rate")
@@ -61,7 +64,7 @@ def train(args, noise, name, target, *extra):
     """Run train.py for one method; returns (its output folder, wall seconds)."""
     source, loss, validation = RECIPES[noise]
     output = Path(args.output_path) / noise / name
-    command = [sys.executable, str(REPO / "train.py"), "--image_dir", args.image_dir, "--test_dir", args.test_dir,
+    command = [sys.executable, str(REPO / "train.py"), "--image_dir", args.image_dir, "--test_dir", args.select_dir,
                "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--batch_size", "16",
                "--image_size", "64", "--lr", str(args.lr), "--seed", "0", "--loss", loss, "--mixed_precision",
                "--source_noise_model", source, "--target_noise_model", target, "--val_noise_model", validation,

@@ -101,6 +101,16 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     models.load_weights(restored, checkpoints[-1])
 
 
+def test_no_callback_makes_the_training_loop_wait_for_every_step(tmp_path):
+    """Keras runs batch hooks on a helper thread (JAX, torch) only if every callback is async-safe or has none;
+    otherwise it reads the loss back after every step and the accelerator idles while the host works."""
+    callbacks = models.training_callbacks(tmp_path, [], 4, 0.001, models.L0Loss())
+    hooks = ("on_batch_end", "on_train_batch_end")
+    blocking = [type(c).__name__ for c in callbacks if not getattr(c, "async_safe", False)
+                and any(getattr(type(c), hook) is not getattr(keras.callbacks.Callback, hook) for hook in hooks)]
+    assert not blocking, blocking
+
+
 def test_history_file_is_written_after_every_epoch(tmp_path):
     saver = models.HistorySaver(tmp_path / "history.npz")
     saver.on_epoch_end(0, {"loss": 3.0, "val_PSNR": 20.0})
