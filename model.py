@@ -129,6 +129,38 @@ def psnr(y_true, y_pred):
     return 10.0 / math.log(10.0) * ops.log(255.0**2 / mse)
 
 
+def _gaussian_window(size=11, sigma=1.5):
+    """(size, size, 1, 1) float32 Gaussian kernel summing to 1, for ops.conv."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    line = np.exp(-offsets**2 / (2 * sigma**2))
+    window = np.outer(line, line) / np.outer(line, line).sum()
+    return window.astype(np.float32)[:, :, np.newaxis, np.newaxis]
+
+
+def ssim(y_true, y_pred):
+    """Mean SSIM of 0-255 images (batch, H, W, C), H and W at least 11; the prediction is clipped to [0, 255].
+
+    Wang et al. 2004 as tf.image.ssim and skimage's structural_similarity(gaussian_weights=True,
+    use_sample_covariance=False) compute it: an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+    each channel separately, averaged over the windows that fit inside the image and over channels.
+    """
+    def per_channel(images):  # (B, H, W, C) -> (B * C, H, W, 1), values scaled to 0-1
+        images = ops.transpose(ops.cast(images, "float32") / 255.0, (0, 3, 1, 2))
+        return ops.expand_dims(ops.reshape(images, (-1, ops.shape(images)[2], ops.shape(images)[3])), -1)
+
+    x, y = per_channel(y_true), per_channel(ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0))
+    window = ops.convert_to_tensor(_gaussian_window())
+    blur = lambda images: ops.conv(images, window, padding="valid")  # noqa: E731
+    mean_x, mean_y = blur(x), blur(y)
+    var_x = blur(x * x) - mean_x**2
+    var_y = blur(y * y) - mean_y**2
+    covariance = blur(x * y) - mean_x * mean_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / (
+        (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+    return ops.mean(ssim_map)
+
+
 def psnr_metric():
     """The PSNR as a Keras metric named "PSNR", so the history keys are PSNR / val_PSNR."""
     return keras.metrics.MeanMetricWrapper(psnr, name="PSNR")
@@ -190,14 +222,14 @@ class AnnealL0Gamma(keras.callbacks.Callback):
 
 
 class ImageValidation(keras.callbacks.Callback):
-    """Validates on images of different sizes and adds val_loss and val_PSNR to the epoch logs.
+    """Validates on images of different sizes and adds val_loss, val_PSNR and val_SSIM to the epoch logs.
 
     Keras' TensorFlow data adapter fixes one tensor shape from the first two
     validation batches, so a folder of differently sized images cannot go
     through fit(validation_data=...). This predicts each (noisy, clean) pair,
     float32 arrays of shape (1, H, W, C), through `predict_padded` (a few
     padded shapes, so no new graph per image size) and averages `loss` (what
-    compile() got) and the PSNR over the images. It must come before the
+    compile() got), the PSNR and the SSIM over the images. It must come before the
     callbacks that read val_* (checkpoint, history).
     """
 
@@ -207,12 +239,13 @@ class ImageValidation(keras.callbacks.Callback):
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
 
     def on_epoch_end(self, epoch, logs=None):
-        losses, psnrs = [], []
+        scores = {"val_loss": [], "val_PSNR": [], "val_SSIM": []}
         for noisy, clean in self.pairs:
             prediction = predict_padded(self.model, noisy)
-            losses.append(float(ops.mean(self.loss(clean, prediction))))
-            psnrs.append(float(psnr(clean, prediction)))
-        logs["val_loss"], logs["val_PSNR"] = float(np.mean(losses)), float(np.mean(psnrs))
+            scores["val_loss"].append(float(ops.mean(self.loss(clean, prediction))))
+            scores["val_PSNR"].append(float(psnr(clean, prediction)))
+            scores["val_SSIM"].append(float(ssim(clean, prediction)))
+        logs.update({key: float(np.mean(values)) for key, values in scores.items()})
 
 
 class BestCheckpoint(keras.callbacks.Callback):

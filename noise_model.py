@@ -99,6 +99,25 @@ def text_noise(image, rng, min_occupancy, max_occupancy):
     return noisy
 
 
+def poisson_noise(image, rng, min_lambda, max_lambda, zero_mean=False):
+    """Photon-count noise x <- Poisson(lam * x / 255) * 255 / lam with lam ~ U[min_lambda, max_lambda]
+    (lam: photons at full scale; more photons, less noise; the variance is 255 * x / lam). Rounded and
+    clipped to uint8; with zero_mean the float32 draw, whose mean is the image."""
+    lam = rng.uniform(min_lambda, max_lambda)
+    noisy = rng.poisson(image * (lam / 255.0)).astype(np.float32)
+    noisy *= np.float32(255.0 / lam)
+    if zero_mean:
+        return noisy
+    return np.clip(np.rint(noisy, out=noisy), 0, 255, out=noisy).astype(np.uint8)
+
+
+def bernoulli_noise(image, rng, min_drop, max_drop):
+    """Multiplicative pixel dropout: every pixel (all its channels) becomes 0 with probability p ~ U[min, max] %."""
+    drop = rng.uniform(min_drop, max_drop) / 100.0
+    keep = rng.random(image.shape[:2]) >= drop
+    return image * keep[:, :, np.newaxis].astype(image.dtype)
+
+
 def impulse_noise(image, rng, min_occupancy, max_occupancy):
     """Replace a fraction p ~ U[min, max] % of the values (each channel separately) by uniform 0-255 values."""
     rate = rng.uniform(min_occupancy, max_occupancy) / 100.0
@@ -119,7 +138,12 @@ NOISE_MODELS = {
     "clean": NoiseModel(clean, (), None, False),
     "text": NoiseModel(text_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0), False),
     "impulse": NoiseModel(impulse_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0), False),
+    "poisson": NoiseModel(poisson_noise, ("min_lambda", "max_lambda"), (1.0, float("inf")), True),
+    "bernoulli": NoiseModel(bernoulli_noise, ("min_drop", "max_drop"), (0.0, 100.0), False),
 }
+COMBINE = "+"  # "gaussian,0,25+impulse,0,20": the noises applied one after the other, left to right
+SPEC_HELP = (f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODELS)}; combine noises with "
+             f"{COMBINE}, as in gaussian,0,25{COMBINE}impulse,0,20")
 
 
 def parse_noise_spec(spec):
@@ -143,20 +167,33 @@ def parse_noise_spec(spec):
     return name, values
 
 
+def parse_noise_specs(spec):
+    """'gaussian,0,25+impulse,0,20' -> [('gaussian', (0.0, 25.0)), ('impulse', (0.0, 20.0))] (one part or more)."""
+    parts = str(spec).split(COMBINE)
+    if len(parts) > 1 and not all(part.strip() for part in parts):
+        raise ValueError(f"{spec!r}: an empty part; combine specs as NAME,MIN,MAX{COMBINE}NAME,MIN,MAX")
+    return [parse_noise_spec(part) for part in parts]
+
+
 def get_noise_model(spec="gaussian,0,50", zero_mean=False):
     """Spec string -> `noise(image, rng=None)`; unknown names list the valid ones (ValueError).
 
-    zero_mean: additive noise (gaussian) comes back as float32, unclipped and
-    unrounded, so that its mean is the clean image (for training targets);
-    replacement noise (text, impulse) and clean are the same either way.
+    A combined spec applies its parts left to right. zero_mean: additive noise
+    (gaussian, poisson) comes back as float32, unclipped and unrounded, so that
+    its mean is the clean image (for training targets); replacement and
+    dropout noise (text, impulse, bernoulli) and clean are the same either way.
     """
-    name, values = parse_noise_spec(spec)
-    model = NOISE_MODELS[name]
-    extra = {"zero_mean": True} if zero_mean and model.additive else {}
-    function = functools.partial(model.function, **dict(zip(model.params, values)), **extra)
+    functions = []
+    for name, values in parse_noise_specs(spec):
+        model = NOISE_MODELS[name]
+        extra = {"zero_mean": True} if zero_mean and model.additive else {}
+        functions.append(functools.partial(model.function, **dict(zip(model.params, values)), **extra))
 
     def noise(image, rng=None):
-        return function(image, rng if rng is not None else np.random.default_rng())
+        rng = rng if rng is not None else np.random.default_rng()
+        for function in functions:
+            image = function(image, rng)
+        return image
 
     return noise
 
@@ -164,7 +201,7 @@ def get_noise_model(spec="gaussian,0,50", zero_mean=False):
 def noise_spec(text):
     """argparse type for a noise spec: validated at parse time, before anything is loaded."""
     try:
-        parse_noise_spec(text)
+        parse_noise_specs(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
@@ -177,7 +214,7 @@ def get_args(argv=None):
     parser.add_argument("--image_size", type=cli.positive_int, default=256,
                         help="side of the flat grey (128) preview image, in pixels")
     parser.add_argument("--noise_model", type=noise_spec, default="gaussian,0,50",
-                        help=f"noise spec NAME[,MIN,MAX]; NAME one of {', '.join(NOISE_MODELS)}")
+                        help=SPEC_HELP)
     parser.add_argument("--image", type=cli.existing_file, default=None,
                         help="preview on this photo instead of a flat grey image")
     parser.add_argument("--output", type=cli.image_output_file, default=None,

@@ -1,9 +1,11 @@
 """Compare training runs: plot per-epoch metrics from each run folder's history.npz.
 
     python3 plot_history.py --input1 gaussian --input2 clean
+    python3 plot_history.py --input1 gaussian --input2 clean --inputs text impulse --output_dir plots
 
-writes val_loss.png and val_PSNR.png (one line per run, labelled by folder
-name) into --output_dir. Needs only numpy and matplotlib.
+writes val_loss.png, val_PSNR.png and val_SSIM.png (one line per run,
+labelled by folder name; val_SSIM where a run has it) into --output_dir.
+Needs only numpy and matplotlib.
 """
 import pickle
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 
 import cli
 
-METRICS = ("val_loss", "val_PSNR")
+METRICS = ("val_loss", "val_PSNR", "val_SSIM")  # val_SSIM: runs of this suite since it added SSIM
 
 
 def load_history(run_dir):
@@ -56,6 +58,8 @@ def plot_runs(run_dirs, output_dir, metrics=METRICS):
         histories[name if name not in histories else str(run_dir)] = load_history(run_dir)
     written = []
     for metric in metrics:
+        if not any(metric in history for history in histories.values()):
+            continue
         path = Path(output_dir) / f"{metric}.png"
         plot_metric(histories, metric, path)
         written.append(path)
@@ -63,18 +67,20 @@ def plot_runs(run_dirs, output_dir, metrics=METRICS):
 
 
 def get_args(argv=None):
-    parser = cli.ArgumentParser(description="Plot val_loss and val_PSNR of one or two train.py runs.")
+    parser = cli.ArgumentParser(description="Plot val_loss, val_PSNR and val_SSIM of train.py runs, one line per run.")
     parser.add_argument("--input1", type=cli.existing_dir, required=True,
                         help="first run folder (a train.py --output_path holding history.npz)")
     parser.add_argument("--input2", type=cli.existing_dir, default=None, help="second run folder to compare with")
-    parser.add_argument("--output_dir", default=".", help="folder for val_loss.png and val_PSNR.png")
+    parser.add_argument("--inputs", type=cli.existing_dir, nargs="+", default=[],
+                        help="more run folders to compare, any number")
+    parser.add_argument("--output_dir", default=".", help="folder for val_loss.png, val_PSNR.png and val_SSIM.png")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = get_args(argv)
     output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir")
-    runs = [run for run in (args.input1, args.input2) if run]
+    runs = [run for run in (args.input1, args.input2, *args.inputs) if run]
     for path in plot_runs(runs, output_dir):
         print(f"wrote {path}")
     return 0

@@ -22,7 +22,7 @@ cli.import_keras_quietly()
 import generator  # noqa: E402  (after the quiet Keras import)
 import images  # noqa: E402
 import model as models  # noqa: E402
-from noise_model import NOISE_MODELS, get_noise_model, noise_spec, parse_noise_spec  # noqa: E402
+from noise_model import SPEC_HELP, get_noise_model, noise_spec, parse_noise_specs  # noqa: E402
 
 
 # Trained weights shipped with the suite, by short name: result/weights/<name>.weights.h5
@@ -70,8 +70,8 @@ def get_args(argv=None):
                              f"name of weights shipped in result/weights ({', '.join(shipped_weights()) or 'none'}); "
                              f"if not given, the shipped {DEFAULT_SHIPPED!r} SRResNet")
     parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",
-                        help=f"noise added to each test image, NAME[,MIN,MAX] with NAME one of "
-                             f"{', '.join(NOISE_MODELS)}; 'clean' denoises already-noisy photos as they are")
+                        help=f"noise added to each test image, a {SPEC_HELP}; 'clean' denoises already-noisy "
+                             f"photos as they are")
     parser.add_argument("--output_dir", default=None,
                         help="save the results as PNGs here; otherwise show them in a window "
                              "(any key: next image, q: quit)")
@@ -155,7 +155,7 @@ def denoise_folder(model, paths, args, output_dir):
     """Denoise every image, save or show its triptych; returns [(noisy PSNR, denoised PSNR)] per image."""
     noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
     # With 'clean' the input is already noisy: there is no clean reference to score against.
-    has_reference = parse_noise_spec(args.test_noise_model)[0] != "clean"
+    has_reference = any(name != "clean" for name, _ in parse_noise_specs(args.test_noise_model))
     scores, done, taken = [], 0, set()
     for path in paths:
         image = images.read_image(path)

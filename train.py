@@ -24,9 +24,7 @@ cli.import_keras_quietly()
 import generator  # noqa: E402  (after the quiet Keras import)
 import keras  # noqa: E402
 import model as models  # noqa: E402
-from noise_model import NOISE_MODELS, get_noise_model, noise_spec
-
-NOISE_HELP = f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODELS)}"
+from noise_model import SPEC_HELP as NOISE_HELP, get_noise_model, noise_spec
 
 
 def get_args(argv=None):

@@ -46,6 +46,19 @@ def test_psnr_matches_numpy_and_clips_the_prediction():
     assert models.psnr_metric().name == "PSNR"
 
 
+def test_ssim_matches_skimage_and_is_one_for_equal_images():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0, 255, (40, 56, 3)).astype(np.float32)
+    clean = (clean + np.roll(clean, 1, axis=0) + np.roll(clean, 1, axis=1)) / 3  # some structure
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.float32)
+    expected = structural_similarity(clean, noisy, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False)
+    assert abs(float(models.ssim(clean[None], noisy[None])) - expected) < 1e-4
+    assert abs(float(models.ssim(clean[None], clean[None])) - 1) < 1e-5
+
+
 def test_l0_loss_matches_formula_for_any_gamma():
     rng = np.random.default_rng(1)
     y_true = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
@@ -94,7 +107,7 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     np.testing.assert_allclose(history["val_PSNR"], 10 * np.log10(255.0**2 / 4), rtol=1e-5)
     np.testing.assert_allclose(history["learning_rate"], [original_schedule(e, nb_epochs, lr) for e in range(nb_epochs)],
                                rtol=1e-5)
-    assert all(len(history[key]) == nb_epochs for key in ("loss", "val_loss", "PSNR", "val_PSNR"))
+    assert all(len(history[key]) == nb_epochs for key in ("loss", "val_loss", "PSNR", "val_PSNR", "val_SSIM"))
     checkpoints = sorted(tmp_path.glob("weights.*.weights.h5"))
     assert checkpoints and checkpoints[0].name.startswith("weights.001-")
     restored = tiny_model()

@@ -9,7 +9,8 @@ from conftest import assert_one_line_error, run_script, synthetic_photo
 import noise_model
 from noise_model import get_noise_model, parse_noise_spec
 
-SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50"]
+SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50", "poisson,5,50", "bernoulli,0,50",
+         "gaussian,0,25+impulse,0,20"]
 GREY = np.full((128, 128, 3), 128, np.uint8)
 
 
@@ -71,6 +72,39 @@ def test_zero_mean_leaves_replacement_noise_unchanged(spec, photo):
                                   get_noise_model(spec)(photo, np.random.default_rng(5)))
 
 
+def test_poisson_variance_grows_with_intensity_as_documented():
+    """Var = 255 * x / lam: for lam = 100, 127.5 at x = 50 and 382.5 at x = 150; the mean stays x."""
+    noise = get_noise_model("poisson,100,100")
+    for level in (50, 150):
+        noisy = noise(np.full((256, 256, 3), level, np.uint8), np.random.default_rng(level)).astype(np.float64)
+        assert abs(noisy.mean() - level) < 0.3
+        assert abs(noisy.var() / (255 * level / 100) - 1) < 0.05, noisy.var()
+
+
+def test_zero_mean_poisson_is_the_unrounded_draw():
+    noisy = get_noise_model("poisson,20,20", zero_mean=True)(np.full((128, 128, 3), 3, np.uint8), np.random.default_rng(0))
+    assert noisy.dtype == np.float32 and abs(noisy.mean() - 3) < 0.15 and not np.array_equal(noisy, np.rint(noisy))
+
+
+@pytest.mark.parametrize("percent", [5, 30, 80])
+def test_bernoulli_drops_whole_pixels_at_the_spec_rate(percent):
+    noisy = get_noise_model(f"bernoulli,{percent},{percent}")(np.full((512, 512, 3), 128, np.uint8),
+                                                               np.random.default_rng(percent))
+    dropped = (noisy == 0).all(axis=-1)
+    assert np.array_equal(dropped, (noisy == 0).any(axis=-1))  # all channels of a pixel together
+    assert abs(dropped.mean() - percent / 100) < 0.01
+    assert (noisy[~dropped] == 128).all()
+
+
+def test_a_combination_applies_both_noises_in_order():
+    """gaussian,10,10 then bernoulli,50,50: half the pixels black, the others grey with sigma 10 noise."""
+    noisy = get_noise_model("gaussian,10,10+bernoulli,50,50")(np.full((256, 256, 3), 128, np.uint8),
+                                                              np.random.default_rng(0))
+    dropped = (noisy == 0).all(axis=-1)
+    assert abs(dropped.mean() - 0.5) < 0.01
+    assert abs(noisy[~dropped].astype(np.float64).std() - 10) < 0.3
+
+
 def test_standard_normal_sampler_matches_the_normal_distribution():
     samples = np.sort(noise_model.standard_normal(np.random.default_rng(0), (400_000,)).astype(np.float64))
     assert abs(samples.mean()) < 0.005 and abs(samples.std() - 1) < 0.005
@@ -122,6 +156,10 @@ def test_noise_level_is_drawn_in_range():
     ("impulse,-5,5", "0 <= min_occupancy"),
     ("clean,1", "expected clean"),
     ("gaussian,0,inf", "min_stddev <= max_stddev"),
+    ("poisson,0,10", "1 <= min_lambda"),
+    ("bernoulli,10,200", "<= 100"),
+    ("gaussian,0,25+", "an empty part"),
+    ("gaussian,0,25+salt,1,2", "unknown noise model 'salt'"),
 ])
 def test_bad_spec_names_what_is_accepted(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

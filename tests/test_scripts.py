@@ -6,7 +6,7 @@ import pytest
 from conftest import DATASETS, LEGACY_CHECKPOINT, assert_one_line_error, require, run_script
 
 TINY = ["--nb_epochs", 2, "--steps", 3, "--batch_size", 4, "--image_size", 32]
-KEYS = ("loss", "val_loss", "PSNR", "val_PSNR")
+KEYS = ("loss", "val_loss", "PSNR", "val_PSNR", "val_SSIM")
 
 
 def load_history(folder):
@@ -143,6 +143,9 @@ def test_plot_history_compares_two_runs_and_accepts_one(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("val_loss.png", "val_PSNR.png"):
         assert cv2.imread(str(tmp_path / name)).shape[2] == 3
+    many = run_script("plot_history.py", "--input1", trained_run, "--input2", trained_run, "--inputs", trained_run,
+                      trained_run, "--output_dir", tmp_path / "many")
+    assert many.returncode == 0 and (tmp_path / "many" / "val_SSIM.png").is_file(), many.stderr
     single = run_script("plot_history.py", "--input1", trained_run, "--output_dir", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     assert (tmp_path / "one" / "val_PSNR.png").is_file()
