@@ -4,6 +4,7 @@ Images in memory are HxWx3 uint8 arrays in OpenCV's BGR order, values 0-255,
 as the original suite used them, so its trained weights work unchanged.
 """
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -22,6 +23,15 @@ def is_truncated_jpeg(data):
     return data[:2].tobytes() == b"\xff\xd8" and not data.tobytes().rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
 
 
+def _file_bytes(path):
+    """The bytes of an image file as a uint8 array, or None where it cannot be read, is empty or is a cut JPEG."""
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError:
+        return None
+    return None if data.size == 0 or is_truncated_jpeg(data) else data
+
+
 def read_image(path):
     """Read an image file as HxWx3 uint8 BGR, or None where it cannot be read or decoded, or is truncated.
 
@@ -30,13 +40,41 @@ def read_image(path):
     orientation. A zero-byte file, a PNG cut short (libpng refuses it) and a
     JPEG cut short (caught by is_truncated_jpeg) all give None.
     """
-    try:
-        data = np.fromfile(str(path), np.uint8)
-    except OSError:
+    data = _file_bytes(path)
+    return None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+class ImageFile(NamedTuple):
+    """An image as its file holds it, for writing a result back in the same form."""
+    pixels: np.ndarray  # HxWx3 BGR at the file's depth (uint8 or uint16), EXIF orientation applied
+    channels: int  # 1 (grayscale), 3, or 4 (alpha kept in `alpha`)
+    alpha: object  # HxW alpha channel of a 4-channel file, else None
+
+    @property
+    def scale(self):
+        """Divide the pixels by this for the 0-255 scale the networks use (65535 / 255 = 257 for 16 bits)."""
+        return 257.0 if self.pixels.dtype == np.uint16 else 1.0
+
+
+def read_image_file(path):
+    """An `ImageFile`, or None where the file cannot be read or decoded (as read_image)."""
+    data = _file_bytes(path)
+    raw = None if data is None else cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    pixels = None if raw is None else cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if pixels is None or pixels.dtype not in (np.uint8, np.uint16):
         return None
-    if data.size == 0 or is_truncated_jpeg(data):
-        return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    alpha = raw[..., 3] if channels == 4 and raw.shape[:2] == pixels.shape[:2] else None
+    return ImageFile(pixels, channels if channels != 4 or alpha is not None else 3, alpha)
+
+
+def encode_like(image_0_255, like):
+    """A float HxWx3 BGR image on the 0-255 scale, rounded into the depth and channels of the `ImageFile` `like`."""
+    top = np.iinfo(like.pixels.dtype).max
+    pixels = np.clip(np.rint(image_0_255 * like.scale), 0, top).astype(like.pixels.dtype)
+    if like.channels == 1:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    return np.dstack([pixels, like.alpha]) if like.alpha is not None else pixels
 
 
 def can_write(path):

@@ -142,23 +142,23 @@ def ssim(y_true, y_pred):
 
     Wang et al. 2004 as tf.image.ssim and skimage's structural_similarity(gaussian_weights=True,
     use_sample_covariance=False) compute it: an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
-    each channel separately, averaged over the windows that fit inside the image and over channels.
+    each channel separately (one at a time, to bound memory on large photos), averaged over the windows
+    that fit inside the image and over the channels.
     """
-    def per_channel(images):  # (B, H, W, C) -> (B * C, H, W, 1), values scaled to 0-1
-        images = ops.transpose(ops.cast(images, "float32") / 255.0, (0, 3, 1, 2))
-        return ops.expand_dims(ops.reshape(images, (-1, ops.shape(images)[2], ops.shape(images)[3])), -1)
-
-    x, y = per_channel(y_true), per_channel(ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0))
     window = ops.convert_to_tensor(_gaussian_window())
     blur = lambda images: ops.conv(images, window, padding="valid")  # noqa: E731
-    mean_x, mean_y = blur(x), blur(y)
-    var_x = blur(x * x) - mean_x**2
-    var_y = blur(y * y) - mean_y**2
-    covariance = blur(x * y) - mean_x * mean_y
+    x = ops.cast(y_true, "float32") / 255.0
+    y = ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0) / 255.0
     c1, c2 = 0.01**2, 0.03**2
-    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / (
-        (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
-    return ops.mean(ssim_map)
+    channel_means = []
+    for channel in range(y_true.shape[-1]):
+        a, b = x[..., channel:channel + 1], y[..., channel:channel + 1]
+        mean_a, mean_b = blur(a), blur(b)
+        covariance = blur(a * b) - mean_a * mean_b
+        variances = blur(a * a) + blur(b * b) - mean_a**2 - mean_b**2
+        ssim_map = ((2 * mean_a * mean_b + c1) * (2 * covariance + c2)) / ((mean_a**2 + mean_b**2 + c1) * (variances + c2))
+        channel_means.append(ops.mean(ssim_map))
+    return ops.mean(ops.stack(channel_means))
 
 
 def psnr_metric():

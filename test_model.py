@@ -10,6 +10,7 @@ already noisy), denoises it, and prints the PSNR of the noisy and the
 denoised image against the original, then their means.
 """
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -82,20 +83,31 @@ def get_args(argv=None):
     parser.add_argument("--tile_overlap", type=multiple_of_16, default=models.TILE_OVERLAP,
                         help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
                              "whole-image inference within rounding for the SRResNet)")
+    parser.add_argument("--output_mode", choices=("triptych", "denoised"), default="triptych",
+                        help="triptych: original | noisy | denoised side by side as PNG, cropped to a multiple of "
+                             "16 (the original's output); denoised: only the denoised image, full size, with the "
+                             "input's name, format, bit depth and channels (needs --output_dir)")
     parser.add_argument("--allow_output_in_image_dir", action="store_true",
                         help="allow --output_dir to be --image_dir or a folder inside it (results named like the "
                              "test images would replace them)")
     args = parser.parse_args(argv)
+    if args.output_mode == "denoised" and args.output_dir is None:
+        parser.error("argument --output_mode: 'denoised' writes image files: pass --output_dir FOLDER")
     if args.tile and args.tile <= args.tile_overlap:
         parser.error(f"argument --tile: must be larger than --tile_overlap ({args.tile_overlap}), got {args.tile}")
     return args
 
 
 def image_psnr(reference, image):
-    """PSNR in dB of two uint8 images through the one PSNR of model.py (inf where they are equal)."""
+    """PSNR in dB of two images on the 0-255 scale through the one PSNR of model.py (inf where they are equal)."""
     if np.array_equal(reference, image):
         return float("inf")
     return float(models.psnr(reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)))
+
+
+def image_ssim(reference, image):
+    """SSIM of two HxWx3 images on the 0-255 scale through the one SSIM of model.py."""
+    return float(models.ssim(reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)))
 
 
 def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):
@@ -103,6 +115,34 @@ def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):
     original = generator.crop_to_multiple(image)
     noisy = noise(original, rng)
     return original, noisy, models.denoise(model, noisy, tile, overlap)
+
+
+def triptych_result(model, path, noise, rng, args):
+    """(reference, noisy, denoised, picture to save) of the triptych mode, HxWx3 uint8; None if unusable."""
+    image = images.read_image(path)
+    if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
+        return None
+    original, noisy, denoised = denoise_one(model, image, noise, rng, args.tile, args.tile_overlap)
+    return original, noisy, denoised, np.concatenate([original, noisy, denoised], axis=1)
+
+
+def full_size_result(model, path, noise, rng, args):
+    """(reference, noisy, denoised, picture to save) of the denoised mode: the first three HxWx3 float32 on the
+    0-255 scale, the picture in the file's own depth and channels, full size (padded for the network, not
+    cropped); None if unusable. 16-bit files go through the network without rounding to 8 bits."""
+    source = images.read_image_file(path)
+    if source is None or min(source.pixels.shape[:2]) < generator.SIZE_MULTIPLE:
+        return None
+    reference = source.pixels if source.scale == 1 else source.pixels.astype(np.float32) / source.scale
+    noisy = noise(reference, rng).astype(np.float32)
+    batch = noisy[np.newaxis]
+    output = (models.predict_tiled(model, batch, args.tile, args.tile_overlap) if args.tile
+              else models.predict_padded(model, batch))[0]
+    picture = images.encode_like(output, source)
+    # Score what is written: a gray file on 3 equal channels, without its alpha, on the 0-255 scale.
+    shown = picture if picture.ndim == 3 else np.repeat(picture[:, :, np.newaxis], 3, axis=2)
+    written = shown[:, :, :3].astype(np.float32) / source.scale
+    return reference.astype(np.float32), noisy, written, picture
 
 
 def show_window(triptych, title):
@@ -119,14 +159,25 @@ def show_window(triptych, title):
     return "q" not in pressed
 
 
-def output_path(output_dir, image_dir, path, taken):
-    """output_dir/<path relative to image_dir>.png; a name already `taken` keeps its suffix (a.jpg -> a_jpg.png)."""
+def output_path(output_dir, image_dir, path, taken, keep_suffix=False):
+    """output_dir/<path relative to image_dir> with .png (or its own suffix with keep_suffix); a name already
+    `taken` keeps its suffix in the name (a.jpg -> a_jpg.png)."""
     relative = path.relative_to(image_dir)
-    target = output_dir / relative.with_suffix(".png")
+    target = output_dir / (relative if keep_suffix else relative.with_suffix(".png"))
     if target in taken:
         target = output_dir / relative.with_name(f"{relative.stem}_{relative.suffix[1:]}.png")
     taken.add(target)
     return target
+
+
+def write_report(path, rows):
+    """report.csv: per image the PSNR (dB) and SSIM of the noisy and the denoised image, then their means."""
+    means = np.mean([row[1:] for row in rows], axis=0)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "noisy_psnr", "noisy_ssim", "denoised_psnr", "denoised_ssim"])
+        for name, *values in rows + [("mean", *means)]:
+            writer.writerow([name] + [f"{value:.6f}" for value in values])
 
 
 def is_inside(folder, parent):
@@ -151,33 +202,45 @@ def load_model(args):
     return model
 
 
+def save_or_show(picture, path, args, output_dir, taken):
+    """Write the result under output_dir (mirroring subfolders), or show it; False when the user quits."""
+    if output_dir is None:
+        return show_window(picture, str(path.relative_to(args.image_dir)))
+    target = output_path(output_dir, args.image_dir, path, taken, keep_suffix=args.output_mode == "denoised")
+    if not images.write_image(target, picture):
+        raise cli.UserError(f"--output_dir: cannot write {target}")
+    print(f"  saved {target}")
+    return True
+
+
 def denoise_folder(model, paths, args, output_dir):
-    """Denoise every image, save or show its triptych; returns [(noisy PSNR, denoised PSNR)] per image."""
+    """Denoise every image, save or show it; returns [(name, noisy PSNR, noisy SSIM, denoised PSNR, denoised
+    SSIM)] for every image that has a clean reference."""
     noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
     # With 'clean' the input is already noisy: there is no clean reference to score against.
     has_reference = any(name != "clean" for name, _ in parse_noise_specs(args.test_noise_model))
-    scores, done, taken = [], 0, set()
-    for path in paths:
-        image = images.read_image(path)
-        if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
+    result_of = full_size_result if args.output_mode == "denoised" else triptych_result
+    rows, done, taken = [], 0, set()
+    for number, path in enumerate(paths, 1):
+        name = path.relative_to(args.image_dir).as_posix()
+        result = result_of(model, path, noise, rng, args)
+        if result is None:
             print(f"warning: skipping {path}: not a readable image of at least 16x16 pixels", file=sys.stderr)
             continue
-        original, noisy, denoised = denoise_one(model, image, noise, rng, args.tile, args.tile_overlap)
+        reference, noisy, denoised, picture = result
         done += 1
         if has_reference:
-            scores.append((image_psnr(original, noisy), image_psnr(original, denoised)))
-            print(f"{path.relative_to(args.image_dir)}: noisy {scores[-1][0]:.2f} dB, denoised {scores[-1][1]:.2f} dB")
-        triptych = np.concatenate([original, noisy, denoised], axis=1)
-        if output_dir is not None:
-            target = output_path(output_dir, args.image_dir, path, taken)
-            if not images.write_image(target, triptych):
-                raise cli.UserError(f"--output_dir: cannot write {target}")
-            print(f"  saved {target}")
-        elif not show_window(triptych, str(path.relative_to(args.image_dir))):
+            rows.append((name, image_psnr(reference, noisy), image_ssim(reference, noisy),
+                         image_psnr(reference, denoised), image_ssim(reference, denoised)))
+            print(f"[{number}/{len(paths)}] {name}: noisy {rows[-1][1]:.2f} dB, denoised {rows[-1][3]:.2f} dB "
+                  f"(SSIM {rows[-1][2]:.3f} -> {rows[-1][4]:.3f})")
+        else:
+            print(f"[{number}/{len(paths)}] {name}")
+        if not save_or_show(picture, path, args, output_dir, taken):
             break
     if not done:
         raise cli.UserError(f"--image_dir {args.image_dir}: none of its {len(paths)} image files could be read")
-    return scores
+    return rows
 
 
 def main(argv=None):
@@ -192,10 +255,14 @@ def main(argv=None):
                             f"would replace or mix with the test images; choose another folder "
                             f"(or pass --allow_output_in_image_dir)")
     output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir") if args.output_dir else None
-    scores = denoise_folder(load_model(args), paths, args, output_dir)
-    if scores:
-        noisy_mean, denoised_mean = np.mean(scores, axis=0)
-        print(f"mean over {len(scores)} images: noisy {noisy_mean:.2f} dB, denoised {denoised_mean:.2f} dB")
+    rows = denoise_folder(load_model(args), paths, args, output_dir)
+    if rows:
+        noisy_psnr, noisy_ssim, denoised_psnr, denoised_ssim = np.mean([row[1:] for row in rows], axis=0)
+        print(f"mean over {len(rows)} images: noisy {noisy_psnr:.2f} dB, denoised {denoised_psnr:.2f} dB "
+              f"(SSIM {noisy_ssim:.3f} -> {denoised_ssim:.3f})")
+        if output_dir is not None:
+            write_report(output_dir / "report.csv", rows)
+            print(f"per-image PSNR and SSIM: {output_dir / 'report.csv'}")
     return 0
 
 

@@ -1,0 +1,59 @@
+"""test_model.py --output_mode denoised: full-size results in the input's own format, and report.csv."""
+import csv
+
+import cv2
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from conftest import run_script, synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """A 16-bit PNG, a 1000x700 JPEG, an odd-sized grayscale PNG and an RGBA PNG, one in a subfolder."""
+    folder = tmp_path_factory.mktemp("photos")
+    (folder / "sub").mkdir()
+    rng = np.random.default_rng(11)
+    cv2.imwrite(str(folder / "deep.png"), synthetic_photo(rng, 90, 120).astype(np.uint16) * 257 + 100)
+    cv2.imwrite(str(folder / "sub" / "big.jpg"), synthetic_photo(rng, 700, 1000), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(folder / "odd.png"), cv2.cvtColor(synthetic_photo(rng, 77, 101), cv2.COLOR_BGR2GRAY))
+    rgba = np.dstack([synthetic_photo(rng, 50, 66), np.full((50, 66), 200, np.uint8)])
+    cv2.imwrite(str(folder / "alpha.png"), rgba)
+    return folder
+
+
+def test_denoised_mode_keeps_name_size_depth_and_channels(photo_folder, tmp_path):
+    result = run_script("test_model.py", "--image_dir", photo_folder, "--test_noise_model", "clean",
+                        "--output_mode", "denoised", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("deep.png", "sub/big.jpg", "odd.png", "alpha.png"):
+        source = cv2.imread(str(photo_folder / name), cv2.IMREAD_UNCHANGED)
+        output = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+        assert output is not None, name
+        assert (output.shape, output.dtype) == (source.shape, source.dtype), name  # 77x101 stays 77x101
+    alpha = cv2.imread(str(tmp_path / "out" / "alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert (alpha[..., 3] == 200).all()
+    deep = cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert (deep % 257).any()  # 16-bit values, not 8-bit ones scaled up
+    assert not (tmp_path / "out" / "report.csv").exists()  # clean: nothing to score against
+
+
+def test_report_csv_matches_an_independent_psnr_and_ssim(photo_folder, tmp_path):
+    result = run_script("test_model.py", "--image_dir", photo_folder, "--output_mode", "denoised",
+                        "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "out" / "report.csv") as handle:
+        rows = {row["image"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"deep.png", "sub/big.jpg", "odd.png", "alpha.png", "mean"}
+    for name, scale in (("deep.png", 257.0), ("alpha.png", 1.0)):  # lossless files: score the files themselves
+        source = cv2.imread(str(photo_folder / name), cv2.IMREAD_UNCHANGED)[..., :3].astype(np.float64) / scale
+        output = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)[..., :3].astype(np.float64) / scale
+        psnr = peak_signal_noise_ratio(source, output, data_range=255)
+        ssim = structural_similarity(source, output, channel_axis=2, data_range=255, gaussian_weights=True,
+                                     sigma=1.5, use_sample_covariance=False)
+        assert abs(float(rows[name]["denoised_psnr"]) - psnr) < 1e-3, name
+        assert abs(float(rows[name]["denoised_ssim"]) - ssim) < 1e-3, name
+    names = [name for name in rows if name != "mean"]
+    assert abs(float(rows["mean"]["denoised_psnr"]) - np.mean([float(rows[n]["denoised_psnr"]) for n in names])) < 1e-5
+    assert float(rows["mean"]["denoised_psnr"]) > float(rows["mean"]["noisy_psnr"]) + 3
