@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from images import read_image
+from images import read_image, to_channels
 
 # Height and width of validation images are cropped to a multiple of this
 # (the UNet pools four times by 2).
@@ -39,8 +39,8 @@ def bundled_photo_paths(names):
     return [folder / name for name in names if (folder / name).is_file()]
 
 
-def load_images(paths, min_size=1, what="image"):
-    """Decode `paths` once into a list of HxWx3 uint8 arrays.
+def load_images(paths, min_size=1, what="image", channels=3):
+    """Decode `paths` once into a list of HxWxC uint8 arrays (C = `channels`: 3 BGR, or 1 gray).
 
     Unreadable files and images smaller than min_size x min_size are skipped
     with one warning each; where none is left, NoImagesError sums up why.
@@ -54,7 +54,7 @@ def load_images(paths, min_size=1, what="image"):
             skipped.append(f"skipping {path}: {image.shape[1]}x{image.shape[0]} is smaller than the "
                            f"{min_size}x{min_size} {what}")
         else:
-            images.append(image)
+            images.append(to_channels(image, channels))
     if not images:
         unreadable = sum("not a readable" in reason for reason in skipped)
         raise NoImagesError(f"no image of at least {min_size}x{min_size} pixels among {len(paths)} files "

@@ -44,6 +44,11 @@ def read_image(path):
     return None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
+def to_channels(image, channels):
+    """An HxWx3 BGR image as HxWxC: itself for 3, its luma (OpenCV's BGR2GRAY weights) as HxWx1 for 1."""
+    return image if channels == 3 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
+
+
 class ImageFile(NamedTuple):
     """An image as its file holds it, for writing a result back in the same form."""
     pixels: np.ndarray  # HxWx3 BGR at the file's depth (uint8 or uint16), EXIF orientation applied

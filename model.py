@@ -402,6 +402,13 @@ def stored_weight_count(path):
         raise ValueError("not a Keras weight file (HDF5 expected)") from None
 
 
+def channels_of_weights(model_name, path):
+    """The channel count (3 colour, 1 gray) of a `model_name` network whose weight count the file has;
+    3 where neither fits (load_weights then says what does)."""
+    stored = stored_weight_count(path)
+    return next((channels for channels in (3, 1) if get_model(model_name, channels).count_params() == stored), 3)
+
+
 def load_weights(model, path):
     """Load Keras 3 `.weights.h5` or an original Keras 2 `.hdf5`/`.h5` checkpoint into `model`.
 

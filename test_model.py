@@ -122,6 +122,7 @@ def triptych_result(model, path, noise, rng, args):
     image = images.read_image(path)
     if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
         return None
+    image = images.to_channels(image, model.input_shape[-1])
     original, noisy, denoised = denoise_one(model, image, noise, rng, args.tile, args.tile_overlap)
     return original, noisy, denoised, np.concatenate([original, noisy, denoised], axis=1)
 
@@ -133,15 +134,17 @@ def full_size_result(model, path, noise, rng, args):
     source = images.read_image_file(path)
     if source is None or min(source.pixels.shape[:2]) < generator.SIZE_MULTIPLE:
         return None
+    channels = model.input_shape[-1]
     reference = source.pixels if source.scale == 1 else source.pixels.astype(np.float32) / source.scale
+    reference = images.to_channels(reference, channels)
     noisy = noise(reference, rng).astype(np.float32)
     batch = noisy[np.newaxis]
     output = (models.predict_tiled(model, batch, args.tile, args.tile_overlap) if args.tile
               else models.predict_padded(model, batch))[0]
-    picture = images.encode_like(output, source)
-    # Score what is written: a gray file on 3 equal channels, without its alpha, on the 0-255 scale.
+    picture = images.encode_like(np.repeat(output, 3 // channels, axis=2), source)
+    # Score what is written, in the model's channels: a gray file on 3 equal channels, without alpha, 0-255.
     shown = picture if picture.ndim == 3 else np.repeat(picture[:, :, np.newaxis], 3, axis=2)
-    written = shown[:, :, :3].astype(np.float32) / source.scale
+    written = images.to_channels(shown[:, :, :3], channels).astype(np.float32) / source.scale
     return reference.astype(np.float32), noisy, written, picture
 
 
@@ -194,8 +197,8 @@ def load_model(args):
                                 f"{SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
         args.weight_file = shipped_weights()[DEFAULT_SHIPPED]
         print(f"using the shipped {DEFAULT_SHIPPED} weights: {args.weight_file}")
-    model = models.get_model(args.model)
     try:
+        model = models.get_model(args.model, channels=models.channels_of_weights(args.model, args.weight_file))
         models.load_weights(model, args.weight_file)
     except (ValueError, OSError) as error:
         raise cli.UserError(f"--weight_file {args.weight_file}: {error}") from None

@@ -52,6 +52,8 @@ def get_args(argv=None):
     parser.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
                         help=f"noise of the validation inputs: {NOISE_HELP}")
     parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                        help="3: colour (BGR) model; 1: grayscale model, trained on the images' luma")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches; if not given, a random one")
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
@@ -80,10 +82,11 @@ def image_paths(folder, bundled_names, flag):
     return paths
 
 
-def load_folder(folder, bundled_names, flag, min_size, what):
+def load_folder(folder, bundled_names, flag, min_size, what, channels):
     """Decoded images of `folder` (or of the bundled photos); problems are UserErrors naming `flag`."""
     try:
-        return generator.load_images(image_paths(folder, bundled_names, flag), min_size=min_size, what=what)
+        return generator.load_images(image_paths(folder, bundled_names, flag), min_size=min_size, what=what,
+                                     channels=channels)
     except generator.NoImagesError as error:
         raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
 
@@ -91,9 +94,9 @@ def load_folder(folder, bundled_names, flag, min_size, what):
 def make_datasets(args):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say."""
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
-                               args.image_size, "--image_size patch")
+                               args.image_size, "--image_size patch", args.channels)
     val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
-                             generator.SIZE_MULTIPLE, "minimum validation size")
+                             generator.SIZE_MULTIPLE, "minimum validation size", args.channels)
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
     print(f"training on {len(train_images)} images from {source}, validating on {len(val_images)}")
     train = generator.NoisyImageGenerator(
@@ -108,7 +111,7 @@ def build_model(args):
     """The compiled model and its loss (an L0Loss, whose gamma the callbacks anneal, for --loss l0)."""
     if args.mixed_precision:
         print(f"mixed precision: {models.use_mixed_precision()}")
-    model = models.get_model(args.model)
+    model = models.get_model(args.model, channels=args.channels)
     if args.weight:
         try:
             models.load_weights(model, args.weight)

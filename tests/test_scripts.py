@@ -76,6 +76,24 @@ def test_train_continues_from_the_original_keras2_checkpoint(tmp_path, image_fol
     assert_trained(output)
 
 
+def test_grayscale_model_trains_and_denoises_a_grayscale_folder(tmp_path, image_folder):
+    output, _ = train(tmp_path, "gray", image_folder, image_folder, "--channels", 1, "--lr", 0.001)
+    checkpoint = assert_trained(output)[0]
+    gray = tmp_path / "gray_photos"
+    gray.mkdir()
+    for path in sorted(image_folder.glob("*.png"))[:2]:
+        cv2.imwrite(str(gray / path.name), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    for mode in ("denoised", "triptych"):  # test_model.py reads the channel count off the weights
+        result = run_script("test_model.py", "--weight_file", checkpoint, "--image_dir", gray, "--output_mode", mode,
+                            "--output_dir", tmp_path / mode)
+        assert result.returncode == 0 and "mean over 2 images" in result.stdout, result.stderr[-3000:]
+        for path in gray.iterdir():
+            written = cv2.imread(str(tmp_path / mode / path.name), cv2.IMREAD_UNCHANGED)
+            source = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            width = source.shape[1] if mode == "denoised" else source.shape[1] // 16 * 16 * 3
+            assert written.ndim == 2 and written.shape[1] == width, (mode, written.shape)
+
+
 def test_unstable_learning_rate_stops_with_advice(tmp_path, image_folder):
     result = run_script("train.py", "--image_dir", image_folder, "--test_dir", image_folder, *TINY,
                         "--lr", 1e6, "--output_path", tmp_path / "nan", "--seed", 0)
