@@ -221,7 +221,35 @@ def get_args(argv=None):
                         help=f"save the preview to this image file instead of showing a window "
                              f"(without a display: {PREVIEW_FILE})")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the noise; if not given, a random one")
+    parser.add_argument("--levels", type=cli.positive_int, default=1,
+                        help="show this many noise levels side by side, evenly spaced from MIN to MAX of the spec, "
+                             "each labelled with its spec; 1: one image drawn at a random level in [MIN, MAX]")
     return parser.parse_args(argv)
+
+
+def level_specs(spec, count):
+    """`count` fixed-level specs from MIN to MAX of every part: ('gaussian,0,50', 3) -> gaussian,0,0 ...,25,25 ...,50,50."""
+    if count == 1:
+        return [spec]
+    specs = []
+    for fraction in np.linspace(0.0, 1.0, count):
+        parts = [",".join([name] + [f"{values[0] + fraction * (values[1] - values[0]):g}"] * len(values))
+                 for name, values in parse_noise_specs(spec)]
+        specs.append(COMBINE.join(parts))
+    return specs
+
+
+def draw_preview(image, specs, rng):
+    """The image under each spec, side by side (uint8 BGR), each labelled with its spec where there are several."""
+    tiles = []
+    for spec in specs:
+        tile = np.clip(get_noise_model(spec)(image, rng), 0, 255).astype(np.uint8)
+        if len(specs) > 1:  # white label on a black box, top left
+            (width, height), baseline = cv2.getTextSize(spec, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            cv2.rectangle(tile, (0, 0), (width + 10, height + baseline + 10), (0, 0, 0), cv2.FILLED)
+            cv2.putText(tile, spec, (5, height + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)
 
 
 def preview_source(args):
@@ -234,18 +262,18 @@ def preview_source(args):
     return image
 
 
-def show_in_window(image, noise, rng):
-    """Show noisy versions of `image` in a matplotlib window: any key for new noise, q to quit."""
+def show_in_window(draw):
+    """Show `draw()` (a uint8 BGR image) in a matplotlib window: any key draws it anew, q quits."""
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots()
     axes.set_axis_off()
-    shown = axes.imshow(cv2.cvtColor(noise(image, rng), cv2.COLOR_BGR2RGB))
+    shown = axes.imshow(cv2.cvtColor(draw(), cv2.COLOR_BGR2RGB))
     axes.set_title("any key: new noise, q: quit")
 
     def redraw(event):
         if event.key != "q":
-            shown.set_data(cv2.cvtColor(noise(image, rng), cv2.COLOR_BGR2RGB))
+            shown.set_data(cv2.cvtColor(draw(), cv2.COLOR_BGR2RGB))
             figure.canvas.draw_idle()
 
     figure.canvas.mpl_connect("key_press_event", redraw)
@@ -254,16 +282,15 @@ def show_in_window(image, noise, rng):
 
 def main(argv=None):
     args = get_args(argv)
-    noise = get_noise_model(args.noise_model)
-    rng = np.random.default_rng(args.seed)
+    specs, rng = level_specs(args.noise_model, args.levels), np.random.default_rng(args.seed)
     image = preview_source(args)
     if args.output is None and cli.has_display():
-        show_in_window(image, noise, rng)
+        show_in_window(lambda: draw_preview(image, specs, rng))
         return 0
     output = args.output or PREVIEW_FILE
     if args.output is None:
         print(f"no display to show a window: saving the preview to {output} (choose the file with --output)")
-    if not images.write_image(output, noise(image, rng)):
+    if not images.write_image(output, draw_preview(image, specs, rng)):
         raise cli.UserError(f"--output {output}: cannot write it (is the folder writable?)")
     print(f"saved {args.noise_model} preview to {output}")
     return 0

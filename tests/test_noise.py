@@ -203,3 +203,20 @@ def test_text_noise_gives_up_once_no_string_adds_pixels():
     # On a 4x4 image most strings are clipped away; the stall rule ends the loop long before 10,000 strings.
     noisy = get_noise_model("text,95,95")(np.full((4, 4, 3), 128, np.uint8), np.random.default_rng(0))
     assert noisy.shape == (4, 4, 3)
+
+
+def test_level_specs_span_min_to_max_of_every_part():
+    assert noise_model.level_specs("gaussian,0,50+impulse,10,20", 3) == [
+        "gaussian,0,0+impulse,10,10", "gaussian,25,25+impulse,15,15", "gaussian,50,50+impulse,20,20"]
+    assert noise_model.level_specs("clean", 2) == ["clean", "clean"]
+    assert noise_model.level_specs("text,0,50", 1) == ["text,0,50"]
+
+
+def test_preview_grid_shows_each_level_side_by_side(tmp_path):
+    result = run_script("noise_model.py", "--noise_model", "poisson,5,50", "--levels", 4, "--image_size", 64,
+                        "--output", tmp_path / "grid.png", "--seed", 0)
+    assert result.returncode == 0, result.stderr
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid.shape == (64, 4 * 64, 3)
+    spreads = [grid[30:, k * 64:(k + 1) * 64].std() for k in range(4)]  # below the labels
+    assert spreads == sorted(spreads, reverse=True)  # more photons, less noise
