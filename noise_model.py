@@ -233,7 +233,7 @@ def level_specs(spec, count):
         return [spec]
     specs = []
     for fraction in np.linspace(0.0, 1.0, count):
-        parts = [",".join([name] + [f"{values[0] + fraction * (values[1] - values[0]):g}"] * len(values))
+        parts = [",".join([name] + ([f"{values[0] + fraction * (values[1] - values[0]):g}"] * 2 if values else []))
                  for name, values in parse_noise_specs(spec)]
         specs.append(COMBINE.join(parts))
     return specs
