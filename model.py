@@ -138,7 +138,8 @@ def _gaussian_window(size=11, sigma=1.5):
 
 
 def ssim(y_true, y_pred):
-    """Mean SSIM of 0-255 images (batch, H, W, C), H and W at least 11; the prediction is clipped to [0, 255].
+    """Mean SSIM of 0-255 images (batch, H, W, C), H and W at least 11 (the window size); the prediction
+    is clipped to [0, 255].
 
     Wang et al. 2004 as tf.image.ssim and skimage's structural_similarity(gaussian_weights=True,
     use_sample_covariance=False) compute it: an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,

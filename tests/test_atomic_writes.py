@@ -18,7 +18,7 @@ def learning_model():
 
 
 def fit_epochs(model, folder, epochs, history=None, initial_epoch=0):
-    x = np.random.default_rng(0).uniform(0, 10, (8, 8, 8, 3)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(0, 10, (8, 16, 16, 3)).astype(np.float32)  # >= 11 pixels for the SSIM
     validation = [(x[:1], 2 * x[:1])]
     callbacks = models.training_callbacks(folder, validation, 10, 0.02, "mse", history=history)
     model.fit(x, 2 * x, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks)
