@@ -23,26 +23,20 @@ def photo_folder(tmp_path_factory):
     return folder
 
 
-def test_denoised_mode_keeps_name_size_depth_and_channels(photo_folder, tmp_path):
-    result = run_script("test_model.py", "--image_dir", photo_folder, "--test_noise_model", "clean",
-                        "--output_mode", "denoised", "--output_dir", tmp_path / "out")
+def test_denoised_mode_keeps_the_format_and_report_csv_matches_an_independent_psnr_and_ssim(photo_folder, tmp_path):
+    """One run (gaussian,25,25 test noise): every output has its input's name, size, dtype and channels (the
+    odd 77x101 not cropped, alpha kept, 16-bit values not 8-bit ones scaled up), and report.csv's scores equal
+    scikit-image's on the written lossless files."""
+    result = run_script("test_model.py", "--image_dir", photo_folder, "--output_mode", "denoised",
+                        "--output_dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("deep.png", "sub/big.jpg", "odd.png", "alpha.png"):
         source = cv2.imread(str(photo_folder / name), cv2.IMREAD_UNCHANGED)
         output = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
         assert output is not None, name
-        assert (output.shape, output.dtype) == (source.shape, source.dtype), name  # 77x101 stays 77x101
-    alpha = cv2.imread(str(tmp_path / "out" / "alpha.png"), cv2.IMREAD_UNCHANGED)
-    assert (alpha[..., 3] == 200).all()
-    deep = cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED)
-    assert (deep % 257).any()  # 16-bit values, not 8-bit ones scaled up
-    assert not (tmp_path / "out" / "report.csv").exists()  # clean: nothing to score against
-
-
-def test_report_csv_matches_an_independent_psnr_and_ssim(photo_folder, tmp_path):
-    result = run_script("test_model.py", "--image_dir", photo_folder, "--output_mode", "denoised",
-                        "--output_dir", tmp_path / "out")
-    assert result.returncode == 0, result.stderr[-3000:]
+        assert (output.shape, output.dtype) == (source.shape, source.dtype), name
+    assert (cv2.imread(str(tmp_path / "out" / "alpha.png"), cv2.IMREAD_UNCHANGED)[..., 3] == 200).all()
+    assert (cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED) % 257).any()
     with open(tmp_path / "out" / "report.csv") as handle:
         rows = {row["image"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"deep.png", "sub/big.jpg", "odd.png", "alpha.png", "mean"}
@@ -57,3 +51,14 @@ def test_report_csv_matches_an_independent_psnr_and_ssim(photo_folder, tmp_path)
     names = [name for name in rows if name != "mean"]
     assert abs(float(rows["mean"]["denoised_psnr"]) - np.mean([float(rows[n]["denoised_psnr"]) for n in names])) < 1e-5
     assert float(rows["mean"]["denoised_psnr"]) > float(rows["mean"]["noisy_psnr"]) + 3
+
+
+def test_clean_input_writes_no_report(photo_folder, tmp_path):
+    """With --test_noise_model clean there is no reference: results are written, report.csv is not."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "odd.png").write_bytes((photo_folder / "odd.png").read_bytes())
+    result = run_script("test_model.py", "--image_dir", folder, "--test_noise_model", "clean",
+                        "--output_mode", "denoised", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "odd.png").is_file() and not (tmp_path / "out" / "report.csv").exists()
