@@ -514,8 +514,12 @@ def predict_tiled(model, batch, tile, overlap=TILE_OVERLAP):
     return (total / weight_sum[:, :, np.newaxis])[:, :height, :width]
 
 
+def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP):
+    """float32 model output for a (n, H, W, C) 0-255 batch of any size: in tiles where tile > 0, else whole."""
+    return predict_tiled(model, batch, tile, overlap) if tile else predict_padded(model, batch)
+
+
 def denoise(model, image, tile=0, overlap=TILE_OVERLAP):
     """Denoise one HxWxC uint8 image (BGR 0-255) and return HxWxC uint8; tile > 0: in tiles of that size."""
-    batch = image[np.newaxis].astype(np.float32)
-    prediction = predict_tiled(model, batch, tile, overlap)[0] if tile else predict_padded(model, batch)[0]
+    prediction = predict_images(model, image[np.newaxis].astype(np.float32), tile, overlap)[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

@@ -118,7 +118,7 @@ def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):
 
 
 def triptych_result(model, path, noise, rng, args):
-    """(reference, noisy, denoised, picture to save) of the triptych mode, HxWx3 uint8; None if unusable."""
+    """(reference, noisy, denoised, picture to save) of the triptych mode, HxWxC uint8; None if unusable."""
     image = images.read_image(path)
     if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
         return None
@@ -128,9 +128,9 @@ def triptych_result(model, path, noise, rng, args):
 
 
 def full_size_result(model, path, noise, rng, args):
-    """(reference, noisy, denoised, picture to save) of the denoised mode: the first three HxWx3 float32 on the
-    0-255 scale, the picture in the file's own depth and channels, full size (padded for the network, not
-    cropped); None if unusable. 16-bit files go through the network without rounding to 8 bits."""
+    """(reference, noisy, denoised, picture to save) of the denoised mode: the first three HxWxC float32 on the
+    0-255 scale (C: the model's channels), the picture in the file's own depth and channels, full size (padded
+    for the network, not cropped); None if unusable. 16-bit files go through the network without rounding."""
     source = images.read_image_file(path)
     if source is None or min(source.pixels.shape[:2]) < generator.SIZE_MULTIPLE:
         return None
@@ -138,9 +138,7 @@ def full_size_result(model, path, noise, rng, args):
     reference = source.pixels if source.scale == 1 else source.pixels.astype(np.float32) / source.scale
     reference = images.to_channels(reference, channels)
     noisy = noise(reference, rng).astype(np.float32)
-    batch = noisy[np.newaxis]
-    output = (models.predict_tiled(model, batch, args.tile, args.tile_overlap) if args.tile
-              else models.predict_padded(model, batch))[0]
+    output = models.predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap)[0]
     picture = images.encode_like(np.repeat(output, 3 // channels, axis=2), source)
     # Score what is written, in the model's channels: a gray file on 3 equal channels, without alpha, 0-255.
     shown = picture if picture.ndim == 3 else np.repeat(picture[:, :, np.newaxis], 3, axis=2)
