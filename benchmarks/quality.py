@@ -10,7 +10,9 @@ validation image gets the original's validation noise (gaussian,25,25 / text,25,
 as test_model.py) and is scored as noisy input, denoised by cv2.fastNlMeansDenoisingColored (its strength h
 picked per noise model as the best of a grid on this same folder, which favours the baseline), and denoised
 by each trained model (its best checkpoint by validation PSNR on --select_dir, so the evaluation folder
-plays no part in training). One JSON line per (noise, method); SSIM from skimage.metrics (8-bit, colour).
+plays no part in training). One JSON line per (noise, method); PSNR and SSIM are test_model.py's (model.py's one
+PSNR and SSIM: Wang's 11x11 Gaussian window, as val_SSIM and report.csv). --reuse scores a finished run
+(one with history.npz) again without training it.
 """
 import argparse
 import json
@@ -28,13 +30,12 @@ sys.path.insert(0, str(REPO))
 import cli  # noqa: E402
 
 cli.import_keras_quietly()
-from skimage.metrics import structural_similarity  # noqa: E402
 
 import generator  # noqa: E402
 import images  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
-from test_model import image_psnr  # noqa: E402
+from test_model import image_psnr, image_ssim  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
 # noise -> (training noise, loss, validation noise), as in the original README
@@ -57,6 +58,8 @@ def get_args():
     parser.add_argument("--lr", type=float, default=0.005, help="initial learning rate")
     parser.add_argument("--zero_mean", action="store_true", help="also train gaussian with --zero_mean_targets")
     parser.add_argument("--output_path", default="runs/quality", help="where the training runs go")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score runs that already finished (history.npz in their folder) without training again")
     return parser.parse_args()
 
 
@@ -64,6 +67,8 @@ def train(args, noise, name, target, *extra):
     """Run train.py for one method; returns (its output folder, wall seconds)."""
     source, loss, validation = RECIPES[noise]
     output = Path(args.output_path) / noise / name
+    if args.reuse and (output / "history.npz").exists():
+        return output, None
     command = [sys.executable, str(REPO / "train.py"), "--image_dir", args.image_dir, "--test_dir", args.select_dir,
                "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--batch_size", "16",
                "--image_size", "64", "--lr", str(args.lr), "--seed", "0", "--loss", loss, "--mixed_precision",
@@ -77,7 +82,7 @@ def train(args, noise, name, target, *extra):
 def scores(pairs, outputs):
     """Mean PSNR and SSIM of `outputs` against the clean images of `pairs`."""
     psnrs = [image_psnr(clean, output) for (_, clean), output in zip(pairs, outputs)]
-    ssims = [structural_similarity(clean, output, channel_axis=2, data_range=255) for (_, clean), output in zip(pairs, outputs)]
+    ssims = [image_ssim(clean, output) for (_, clean), output in zip(pairs, outputs)]
     return round(float(np.mean(psnrs)), 3), round(float(np.mean(ssims)), 4)
 
 
@@ -120,7 +125,7 @@ def main():
         for name, target, extra in methods:
             folder, seconds = train(args, noise, name, target, *extra)
             psnr, ssim = model_scores(folder, pairs)
-            print(json.dumps(dict(noise=noise, method=name, psnr=psnr, ssim=ssim, train_s=round(seconds), **common)),
+            print(json.dumps(dict(noise=noise, method=name, psnr=psnr, ssim=ssim, train_s=seconds and round(seconds), **common)),
                   flush=True)
     return 0
 

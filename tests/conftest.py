@@ -1,5 +1,8 @@
 """Shared fixtures: paths to ../shared data (skipped with a reason where absent), synthetic image folders,
 and a helper that runs the project's scripts as a user would."""
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -8,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -77,6 +82,21 @@ def run_script(script, *args, cwd=REPO, env=None, timeout=600):
     environment["MPLBACKEND"] = "Agg"
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(module_name, *args):
+    """Run a script's main() in this process as its __main__ guard does (cli.run_main, argparse exits included),
+    with stdout and stderr captured: the bad-input cases answer in milliseconds instead of paying a new
+    interpreter and the TensorFlow import (~5 s) each. Returns a CompletedProcess like run_script."""
+    module = importlib.import_module(module_name)
+    argv = [str(arg) for arg in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.run_main(lambda: module.main(argv))
+        except SystemExit as exit_:  # argparse's errors and --help
+            code = exit_.code
+    return subprocess.CompletedProcess([module_name, *argv], code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result, *needles):

@@ -1,8 +1,12 @@
 """Bad input: exit status 2, one line naming the flag or file and what is accepted, no traceback,
-and nothing already in the output folder changed."""
+and nothing already in the output folder changed.
+
+Most cases call the scripts' main() in this process (conftest.run_main: the same cli.run_main and argparse
+path as the __main__ guard, milliseconds a case); a few run the real script in a subprocess, where the
+one-line promise also covers what TensorFlow prints while it starts."""
 import pytest
 
-from conftest import LEGACY_CHECKPOINT, assert_one_line_error, run_script
+from conftest import LEGACY_CHECKPOINT, assert_one_line_error, run_main, run_script
 
 
 @pytest.fixture
@@ -60,27 +64,38 @@ def test_every_train_case_is_run(image_folder, tmp_path):
 def test_train_rejects_bad_input(case, image_folder, tmp_path, output_dir):
     args, needles = train_cases(image_folder, tmp_path)[case]
     defaults = ["--image_dir", image_folder, "--test_dir", image_folder]
-    result = run_script("train.py", *defaults, *args, "--output_path", output_dir, "--nb_epochs", 1, "--steps", 1)
+    result = run_main("train", *defaults, *args, "--output_path", output_dir, "--nb_epochs", 1, "--steps", 1)
     assert_one_line_error(result, *needles)
+    assert_untouched(output_dir)
+
+
+def test_train_rejects_a_corrupt_weight_file_in_a_real_process(image_folder, tmp_path, output_dir):
+    """In a subprocess: the error comes after TensorFlow started, and its start-up lines must not show."""
+    corrupt = tmp_path / "corrupt.weights.h5"
+    corrupt.write_bytes(b"\x00" * 100)
+    result = run_script("train.py", "--weight", corrupt, "--image_dir", image_folder, "--test_dir", image_folder,
+                        "--output_path", output_dir)
+    assert_one_line_error(result, "--weight", "not a Keras weight file")
     assert_untouched(output_dir)
 
 
 def test_train_rejects_weights_of_the_other_architecture(image_folder, output_dir):
     if not LEGACY_CHECKPOINT.exists():
         pytest.skip("../shared/reference is optional outside CI")
-    result = run_script("train.py", "--model", "unet", "--weight", LEGACY_CHECKPOINT, "--image_dir", image_folder,
+    result = run_main("train", "--model", "unet", "--weight", LEGACY_CHECKPOINT, "--image_dir", image_folder,
                         "--test_dir", image_folder, "--output_path", output_dir)
     assert_one_line_error(result, "--weight", "1,231,683", "31,031,875", "--model srresnet")
     assert_untouched(output_dir)
 
 
 def test_train_rejects_a_file_in_the_way_of_output_path(image_folder, output_dir):
-    result = run_script("train.py", "--image_dir", image_folder, "--output_path", output_dir / "history.npz")
+    result = run_main("train", "--image_dir", image_folder, "--output_path", output_dir / "history.npz")
     assert_one_line_error(result, "--output_path", "a file is in the way")
     assert_untouched(output_dir)
 
 
 def test_test_model_rejects_a_corrupt_weight_file(image_folder, tmp_path, output_dir):
+    """In a subprocess: the error comes after TensorFlow started, and its start-up lines must not show."""
     corrupt = tmp_path / "corrupt.weights.h5"
     corrupt.write_bytes(b"\x00" * 100)
     result = run_script("test_model.py", "--weight_file", corrupt, "--image_dir", image_folder,
@@ -90,7 +105,7 @@ def test_test_model_rejects_a_corrupt_weight_file(image_folder, tmp_path, output
 
 
 def test_test_model_rejects_an_unknown_test_noise(image_folder, placeholder_weights, output_dir):
-    result = run_script("test_model.py", "--weight_file", placeholder_weights, "--image_dir", image_folder,
+    result = run_main("test_model", "--weight_file", placeholder_weights, "--image_dir", image_folder,
                         "--test_noise_model", "salt,0,5", "--output_dir", output_dir)
     assert_one_line_error(result, "--test_noise_model", "valid:")
     assert_untouched(output_dir)
@@ -144,7 +159,7 @@ def test_plot_history_rejects_a_corrupt_history_file(tmp_path, output_dir):
 
 def test_test_model_rejects_a_folder_without_images(tmp_path, placeholder_weights, output_dir):
     (tmp_path / "empty").mkdir()
-    result = run_script("test_model.py", "--weight_file", placeholder_weights, "--image_dir", tmp_path / "empty",
+    result = run_main("test_model", "--weight_file", placeholder_weights, "--image_dir", tmp_path / "empty",
                         "--output_dir", output_dir)
     assert_one_line_error(result, "--image_dir", "no image files")
     assert_untouched(output_dir)
@@ -153,14 +168,14 @@ def test_test_model_rejects_a_folder_without_images(tmp_path, placeholder_weight
 def test_test_model_rejects_weights_of_the_other_architecture(image_folder, output_dir):
     if not LEGACY_CHECKPOINT.exists():
         pytest.skip("../shared/reference is optional outside CI")
-    result = run_script("test_model.py", "--model", "unet", "--weight_file", LEGACY_CHECKPOINT,
+    result = run_main("test_model", "--model", "unet", "--weight_file", LEGACY_CHECKPOINT,
                         "--image_dir", image_folder, "--output_dir", output_dir)
     assert_one_line_error(result, "--weight_file", "pass --model srresnet")
     assert_untouched(output_dir)
 
 
 def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output_dir, placeholder_weights):
-    result = run_script("test_model.py", "--weight_file", placeholder_weights, "--image_dir", image_folder,
+    result = run_main("test_model", "--weight_file", placeholder_weights, "--image_dir", image_folder,
                         "--output_dir", output_dir / "history.npz")
     assert_one_line_error(result, "--output_dir", "a file is in the way")
     assert_untouched(output_dir)
@@ -173,7 +188,7 @@ def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output
     (["--weight_file", "gausian"], ["--weight_file", "gausian", "shipped weights (gaussian"]),
 ])
 def test_test_model_rejects_bad_tiles_and_unknown_weight_names(args, needles, image_folder, output_dir):
-    result = run_script("test_model.py", "--image_dir", image_folder, "--output_dir", output_dir, *args)
+    result = run_main("test_model", "--image_dir", image_folder, "--output_dir", output_dir, *args)
     assert_one_line_error(result, *needles)
     assert_untouched(output_dir)
 
@@ -181,6 +196,6 @@ def test_test_model_rejects_bad_tiles_and_unknown_weight_names(args, needles, im
 def test_test_model_refuses_to_write_into_its_image_dir(image_folder, tmp_path):
     before = sorted(p.relative_to(image_folder) for p in image_folder.rglob("*"))
     for output in (image_folder, image_folder / "sub" / "results"):
-        result = run_script("test_model.py", "--image_dir", image_folder, "--output_dir", output)
+        result = run_main("test_model", "--image_dir", image_folder, "--output_dir", output)
         assert_one_line_error(result, "--output_dir", "inside --image_dir", "--allow_output_in_image_dir")
     assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before
