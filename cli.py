@@ -140,14 +140,28 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
-def import_keras_quietly():
-    """Import Keras and start its backend without TensorFlow's C++ start-up log lines.
+def import_keras_quietly(start=True):
+    """Import Keras and (with `start`) start its backend without TensorFlow's C++ start-up log lines.
 
     TensorFlow 2.21 writes them to stderr before its logging is configured,
     so TF_CPP_MIN_LOG_LEVEL cannot hide them; they would bury one-line errors.
+    start=False leaves the devices uninitialised, for train.py: a multi-worker
+    strategy or virtual devices must be configured before the first operation
+    (then `start_backend_quietly` does it).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with native_stderr_silenced():
-        import keras
+        import keras  # noqa: F401
+    if start:
+        start_backend_quietly()
 
-        keras.ops.zeros(1)  # the first op initialises the devices (and logs about missing CUDA)
+
+def start_backend_quietly(configure=None):
+    """Call `configure()` (device or distribution set-up), then run a first operation, which initialises
+    the devices (and logs about missing CUDA), with native stderr silenced; returns what `configure` returned."""
+    import keras
+
+    with native_stderr_silenced():
+        configured = configure() if configure else None
+        keras.ops.zeros(1)
+    return configured

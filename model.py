@@ -5,6 +5,7 @@ TensorFlow (default), JAX and PyTorch backends all work. This module knows
 nothing about images on disk or noise: it sees float tensors of pixel values
 in the 0-255 range, shaped (batch, height, width, channels).
 """
+import functools
 import json
 import math
 import os
@@ -22,25 +23,30 @@ SRRESNET_CONV = dict(kernel_size=3, padding="same", kernel_initializer="he_norma
 
 
 # ----------------------------------------------------------------- networks
-def _srresnet_residual_block(inputs, filters):
+def _srresnet_residual_block(inputs, filters, batch_norm):
     x = layers.Conv2D(filters, **SRRESNET_CONV)(inputs)
-    x = layers.BatchNormalization()(x)
+    x = batch_norm()(x)
     x = layers.PReLU(shared_axes=[1, 2])(x)
     x = layers.Conv2D(filters, **SRRESNET_CONV)(x)
-    x = layers.BatchNormalization()(x)
+    x = batch_norm()(x)
     return layers.Add()([x, inputs])
 
 
-def get_srresnet_model(channels=3, filters=64, residual_blocks=16):
-    """SRResNet without upsampling (Ledig et al. 2017): 1,231,683 parameters for RGB."""
+def get_srresnet_model(channels=3, filters=64, residual_blocks=16, synchronized_bn=False):
+    """SRResNet without upsampling (Ledig et al. 2017): 1,231,683 parameters for RGB.
+
+    synchronized_bn (TensorFlow, under a tf.distribute strategy): batch normalisation over the global batch
+    of all replicas, so data-parallel training computes what one device would on the same batch.
+    """
+    batch_norm = functools.partial(layers.BatchNormalization, synchronized=synchronized_bn)
     inputs = keras.Input((None, None, channels))
     x = layers.Conv2D(filters, **SRRESNET_CONV)(inputs)
     first_features = layers.PReLU(shared_axes=[1, 2])(x)
     x = first_features
     for _ in range(residual_blocks):
-        x = _srresnet_residual_block(x, filters)
+        x = _srresnet_residual_block(x, filters, batch_norm)
     x = layers.Conv2D(filters, **SRRESNET_CONV)(x)
-    x = layers.BatchNormalization()(x)
+    x = batch_norm()(x)
     x = layers.Add()([x, first_features])
     # float32 output layer: under mixed precision the pixels, loss and PSNR stay float32.
     outputs = layers.Conv2D(channels, dtype="float32", **SRRESNET_CONV)(x)
@@ -79,12 +85,14 @@ def get_unet_model(channels=3, start_filters=64, depth=4, dropout=0.5):
     return keras.Model(inputs, outputs, name="unet")
 
 
-def get_model(model_name="srresnet", channels=3):
-    """Build an untrained denoiser by name ('srresnet' or 'unet')."""
-    builders = {"srresnet": get_srresnet_model, "unet": get_unet_model}
-    if model_name not in builders:
-        raise ValueError(f"model name should be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
-    return builders[model_name](channels=channels)
+def get_model(model_name="srresnet", channels=3, synchronized_bn=False):
+    """Build an untrained denoiser by name ('srresnet' or 'unet'); synchronized_bn as get_srresnet_model
+    (the UNet has no batch normalisation)."""
+    if model_name == "srresnet":
+        return get_srresnet_model(channels=channels, synchronized_bn=synchronized_bn)
+    if model_name == "unet":
+        return get_unet_model(channels=channels)
+    raise ValueError(f"model name should be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
 
 
 def gpu_compute_capability():
@@ -234,15 +242,16 @@ class ImageValidation(keras.callbacks.Callback):
     callbacks that read val_* (checkpoint, history).
     """
 
-    def __init__(self, pairs, loss):
+    def __init__(self, pairs, loss, replicas=1):
         super().__init__()
         self.pairs = list(pairs)
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+        self.replicas = replicas
 
     def on_epoch_end(self, epoch, logs=None):
         scores = {"val_loss": [], "val_PSNR": [], "val_SSIM": []}
         for noisy, clean in self.pairs:
-            prediction = predict_padded(self.model, noisy)
+            prediction = predict_padded(self.model, noisy, replicas=self.replicas)
             scores["val_loss"].append(float(ops.mean(self.loss(clean, prediction))))
             scores["val_PSNR"].append(float(psnr(clean, prediction)))
             scores["val_SSIM"].append(float(ssim(clean, prediction)))
@@ -365,7 +374,7 @@ def backup_epoch(output_path):
 
 
 def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
-                       nan_advice="Lower the learning rate.", history=None):
+                       nan_advice="Lower the learning rate.", history=None, replicas=1):
     """The callbacks of a training run, in order: validation, LR schedule, best-val_PSNR checkpoint,
     history, backup for --resume, NaN stop, and L0 annealing where `loss` (what compile() got) is an L0Loss.
 
@@ -378,7 +387,7 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
                                               double_checkpoint=True)
     backup.async_safe = True  # it saves once per epoch; its per-batch hook does nothing that needs the step's results
     callbacks = [
-        ImageValidation(validation_pairs, loss),
+        ImageValidation(validation_pairs, loss, replicas),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far),
         HistorySaver(os.path.join(str(output_path), "history.npz"), history),
@@ -445,17 +454,21 @@ def padded_size(size, multiple=PAD_MULTIPLE):
     return -(-size // multiple) * multiple
 
 
-def predict_padded(model, batch, multiple=PAD_MULTIPLE):
+def predict_padded(model, batch, multiple=PAD_MULTIPLE, replicas=1):
     """The model's float32 output for a (n, H, W, C) float32 0-255 batch, same shape.
 
     The batch is mirrored (numpy 'reflect') at the bottom and right up to a
     multiple of `multiple` and the output is cropped back, so edge pixels see
-    image-like context and shapes repeat across images.
+    image-like context and shapes repeat across images. A model trained data-parallel
+    over `replicas` devices gets a batch whose length is a multiple of that (the last image repeated):
+    its batch is split evenly among them.
     """
-    height, width = batch.shape[1:3]
+    count, height, width = batch.shape[:3]
     padding = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
-    output = model.predict_on_batch(np.pad(batch, padding, mode="reflect"))
-    return np.asarray(output, dtype=np.float32)[:, :height, :width]
+    padded = np.pad(batch, padding, mode="reflect")
+    padded = np.concatenate([padded, np.repeat(padded[-1:], -count % replicas, axis=0)])
+    output = model.predict_on_batch(padded)
+    return np.asarray(output, dtype=np.float32)[:count, :height, :width]
 
 
 # Tiled prediction: neighbouring tiles share TILE_OVERLAP pixels. Each tile ignores the outer part of the

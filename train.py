@@ -10,9 +10,11 @@ Writes into --output_path: the best checkpoint by val_PSNR
 epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
+import contextlib
 import pickle
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ import numpy as np
 import cli
 import images
 
-cli.import_keras_quietly()
-import generator  # noqa: E402  (after the quiet Keras import)
+cli.import_keras_quietly(start=False)  # main() starts the devices, after --distribute has configured them
+import distribute  # noqa: E402  (after the quiet Keras import)
+import generator  # noqa: E402
 import keras  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import SPEC_HELP as NOISE_HELP, get_noise_model, noise_spec
@@ -64,6 +67,10 @@ def get_args(argv=None):
     parser.add_argument("--mixed_precision", action="store_true",
                         help="compute in bfloat16 (float16 with loss scaling on GPUs older than Ampere); weights, "
                              "outputs, loss and PSNR stay float32. About 2x faster on recent CPUs and GPUs")
+    parser.add_argument("--distribute", choices=distribute.MODES, default="none",
+                        help="data-parallel training: none (one device); mirrored (every GPU of this machine, "
+                             "TensorFlow or JAX); multiworker (several machines, TensorFlow, cluster from TF_CONFIG). "
+                             "--batch_size stays per replica: one step trains batch_size x replicas patches")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --output_path from its last completed epoch "
                              "(weights, optimizer, schedule, history); pass the flags it was started with")
@@ -91,8 +98,9 @@ def load_folder(folder, bundled_names, flag, min_size, what, channels):
         raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
 
 
-def make_datasets(args):
-    """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say."""
+def make_datasets(args, batches_per_step=1):
+    """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
+    batches_per_step x --batch_size patches (the global batch of a data-parallel step)."""
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
                                args.image_size, "--image_size patch", args.channels)
     val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
@@ -102,16 +110,21 @@ def make_datasets(args):
     train = generator.NoisyImageGenerator(
         train_images, get_noise_model(args.source_noise_model),
         get_noise_model(args.target_noise_model, zero_mean=args.zero_mean_targets),
-        batch_size=args.batch_size, image_size=args.image_size, steps=args.steps, seed=args.seed,
+        batch_size=args.batch_size * batches_per_step, image_size=args.image_size, steps=args.steps, seed=args.seed,
         workers=args.workers)
     return train, generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
 
 
-def build_model(args):
-    """The compiled model and its loss (an L0Loss, whose gamma the callbacks anneal, for --loss l0)."""
+def build_model(args, replicas=1):
+    """The compiled model and its loss (an L0Loss, whose gamma the callbacks anneal, for --loss l0).
+
+    With replicas > 1 on TensorFlow the batch normalisation is synchronised, so the replicas normalise
+    over the global batch as one device would (on JAX the step is one global computation anyway).
+    """
     if args.mixed_precision:
         print(f"mixed precision: {models.use_mixed_precision()}")
-    model = models.get_model(args.model, channels=args.channels)
+    synchronized = replicas > 1 and keras.backend.backend() == "tensorflow"
+    model = models.get_model(args.model, channels=args.channels, synchronized_bn=synchronized)
     if args.weight:
         try:
             models.load_weights(model, args.weight)
@@ -141,8 +154,13 @@ def write_sample(model, val_data, path):
 
 
 def report(model, args, val_data, best):
-    """After training: denoise a validation sample with the best checkpoint and say where everything is."""
+    """After training: denoise a validation sample with the best checkpoint and say where everything is.
+
+    A model trained data-parallel is replaced by a plain one first: the chief alone must not run the replicas.
+    """
     output_path = Path(args.output_path)
+    if args.distribute != "none":
+        model = models.get_model(args.model, channels=args.channels)
     if best is not None:
         model.load_weights(str(best))
         print(f"best checkpoint: {best}")
@@ -175,22 +193,61 @@ def previous_history(args):
     return {key: values[:completed] for key, values in history.items()}, completed
 
 
+def start_devices(args):
+    """Configure --distribute and start the backend (once per process); returns the Distribution."""
+    try:
+        distribution = cli.start_backend_quietly(lambda: distribute.setup(args.distribute))
+    except ValueError as error:
+        raise cli.UserError(f"--distribute {args.distribute}: {error}") from None
+    if distribution.replicas > 1 or distribution.worker:
+        print(f"data-parallel: {distribution.description}; worker {distribution.worker}, "
+              f"{args.batch_size * distribution.replicas} patches a step ({args.batch_size} per replica)")
+    return distribution
+
+
+@contextlib.contextmanager
+def worker_output(args, distribution):
+    """The output folder of this process: --output_path for the chief; for another worker a temporary folder
+    (deleted at the end) holding a copy of the chief's backup, so that --resume restores the same epoch."""
+    if distribution.worker == 0:
+        yield args.output_path
+        return
+    folder = tempfile.mkdtemp(prefix=f"n2n-worker{distribution.worker}-")
+    backup = Path(args.output_path) / models.BACKUP_FOLDER
+    if args.resume and backup.is_dir():
+        shutil.copytree(backup, Path(folder) / models.BACKUP_FOLDER)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv=None):
     args = get_args(argv)
+    distribution = start_devices(args)
     cli.prepare_output_dir(args.output_path, "--output_path")
+    with worker_output(args, distribution) as args.output_path:
+        return train(args, distribution)
+
+
+def train(args, distribution):
     history, completed = previous_history(args)
-    model, loss = build_model(args)  # a bad --weight fails before the images are decoded
-    train_data, val_data = make_datasets(args)
+    with distribution.scope():
+        model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
+    train_data, val_data = make_datasets(args, distribution.batches_per_step)
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
                                           nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).",
-                                          history=history)
+                                          history=history, replicas=distribution.replicas)
+    distribute.prepare_fit(model, distribution, train_data[0])
     before = checkpoints(args.output_path)
     # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe.
     model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    distribute.finish(distribution)
     if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):
         return 1  # StopOnNaN said why and what to change
-    report(model, args, val_data, best_checkpoint(before, checkpoints(args.output_path)))
+    if distribution.worker == 0:
+        report(model, args, val_data, best_checkpoint(before, checkpoints(args.output_path)))
     return 0
 
 

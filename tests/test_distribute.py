@@ -1,0 +1,141 @@
+"""Data-parallel training (train.py --distribute) on 2 virtual CPU devices, against one device on the same
+global batch; the multi-worker strategy with two local processes."""
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, run_script, synthetic_photo
+
+import cli
+
+cli.import_keras_quietly()
+import distribute  # noqa: E402
+import generator  # noqa: E402
+import model as models  # noqa: E402
+from noise_model import get_noise_model  # noqa: E402
+
+PER_REPLICA_BATCH = 2
+TINY = ["--nb_epochs", 1, "--steps", 1, "--image_size", 32, "--seed", 0, "--lr", 0.001, "--workers", 2]
+
+
+@pytest.fixture(scope="module")
+def val_folder(tmp_path_factory):
+    """Two validation photos of one size: one padded shape, one trace of the distributed predict function."""
+    folder = tmp_path_factory.mktemp("val")
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), synthetic_photo(rng, 48, 48))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def initial_weights(tmp_path_factory):
+    """One set of starting weights for every run, so that only the distribution differs."""
+    path = tmp_path_factory.mktemp("init") / "init.weights.h5"
+    models.get_model("srresnet").save_weights(str(path))
+    return path
+
+
+def history_of(folder):
+    return np.load(folder / "history.npz", allow_pickle=True)["history"].item()
+
+
+def train(tmp_path, name, image_folder, val_folder, initial_weights, *extra, devices=None, env=None):
+    """train.py (on `devices` virtual CPU devices where given) with the tiny budget; its output folder."""
+    output = tmp_path / name
+    script = ["train.py"] if devices is None else ["tests/virtual_devices.py", devices, "train.py"]
+    result = run_script(*script, "--image_dir", image_folder, "--test_dir", val_folder, *TINY,
+                        "--output_path", output, "--weight", initial_weights, *extra, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return output, result.stdout
+
+
+def single_device_psnr(checkpoint, val_folder):
+    """Mean PSNR of `checkpoint` loaded into a plain one-device SRResNet, on train.py's validation data."""
+    network = models.get_model("srresnet")
+    models.load_weights(network, checkpoint)
+    pairs = generator.load_validation_data(generator.load_images(sorted(val_folder.iterdir())),
+                                           get_noise_model("gaussian,25,25"))
+    return np.mean([float(models.psnr(clean, models.predict_padded(network, noisy))) for noisy, clean in pairs])
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_mirrored_on_two_devices_trains_like_one_device_on_the_global_batch(backend, tmp_path, image_folder,
+                                                                            val_folder, initial_weights):
+    if backend == "jax" and importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed (pip install -r requirements-backends.txt)")
+    env = {"KERAS_BACKEND": backend}
+    single, _ = train(tmp_path, "single", image_folder, val_folder, initial_weights, "--batch_size", 2 * PER_REPLICA_BATCH, env=env)
+    mirrored, log = train(tmp_path, "mirrored", image_folder, val_folder, initial_weights, "--batch_size", PER_REPLICA_BATCH,
+                          "--distribute", "mirrored", devices=2, env=env)
+    assert "2 replicas" in log or "2 cpu devices" in log, log
+    assert f"{2 * PER_REPLICA_BATCH} patches a step ({PER_REPLICA_BATCH} per replica)" in log
+    expected, got = history_of(single), history_of(mirrored)
+    # The loss of the one step is computed before its update: equal up to float summation order. The
+    # validation after the update is looser: Adam's first step moves every weight by about lr * sign(gradient),
+    # so gradients near zero that differ in the last bits move their weights by +-lr either way.
+    np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5)
+    for key in ("val_loss", "val_PSNR"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-3, err_msg=key)
+    (checkpoint,) = mirrored.glob("weights.*.weights.h5")
+    assert abs(single_device_psnr(checkpoint, val_folder) - got["val_PSNR"][-1]) < 0.01
+    assert (mirrored / "sample.png").is_file()
+
+
+def test_tf_config_ranks_the_chief_first():
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    ranks = [distribute.tf_worker_rank(json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+             for kind, index in (("chief", 0), ("worker", 0), ("worker", 1))]
+    assert ranks == [0, 1, 2]
+    workers_only = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
+    assert distribute.tf_worker_rank(json.dumps(workers_only)) == 1
+    for bad in (None, "{", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}})):
+        with pytest.raises(ValueError, match="TF_CONFIG"):
+            distribute.tf_worker_rank(bad)
+
+
+def free_ports(count):
+    """Ports that were free a moment ago on localhost."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_local_workers_finish_and_only_the_chief_writes(tmp_path, image_folder, val_folder, initial_weights):
+    """MultiWorkerMirroredStrategy, two processes on localhost with TF_CONFIG, same command and --output_path."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    output = tmp_path / "run"
+    command = [sys.executable, str(REPO / "train.py"), "--image_dir", image_folder, "--test_dir", val_folder,
+               *TINY, "--batch_size", PER_REPLICA_BATCH, "--distribute", "multiworker", "--output_path", output,
+               "--weight", initial_weights]
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": config, "KERAS_BACKEND": "tensorflow", "MPLBACKEND": "Agg"}
+        workers.append(subprocess.Popen([str(arg) for arg in command], env=env, cwd=tmp_path, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    logs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], logs
+    assert "worker 0" in logs[0] and "worker 1" in logs[1]
+    assert f"{2 * PER_REPLICA_BATCH} patches a step" in logs[0]
+    (checkpoint,) = output.glob("weights.*.weights.h5")  # one checkpoint: the chief's
+    assert len(history_of(output)["loss"]) == 1
+    assert "best checkpoint" in logs[0] and "best checkpoint" not in logs[1]
+    assert abs(single_device_psnr(checkpoint, val_folder) - history_of(output)["val_PSNR"][-1]) < 0.01
+
+
+def test_distribute_needs_an_engine_the_backend_has(tmp_path, image_folder):
+    result = run_script("train.py", "--image_dir", image_folder, "--distribute", "multiworker",
+                        "--output_path", tmp_path / "out", env={"TF_CONFIG": ""})
+    assert result.returncode == 2 and "--distribute multiworker: multiworker needs the TF_CONFIG" in result.stderr
