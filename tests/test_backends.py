@@ -1,0 +1,78 @@
+"""The suite on Keras' other backends: JAX and PyTorch train and denoise (train.py -> test_model.py), give the
+same output as TensorFlow from the same weights, and the backend-dependent unit tests pass on JAX.
+
+Each backend's tests are skipped, with the reason, where its package is not installed
+(pip install -r requirements-backends.txt installs both; CI does).
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, run_main, run_script, synthetic_photo
+
+BACKEND_PACKAGES = {"jax": "jax", "torch": "torch"}
+# The unit tests whose outcome depends on the backend (networks, losses, SSIM, weight files, inference);
+# the rest of the suite is numpy/OpenCV or runs the scripts, which the tests below cover per backend.
+BACKEND_DEPENDENT_TESTS = ["tests/test_networks.py", "tests/test_legacy_checkpoint.py", "tests/test_inference.py",
+                           "tests/test_atomic_writes.py"]
+
+
+def require_backend(backend):
+    if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
+        pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed (pip install -r requirements-backends.txt)")
+    return {"KERAS_BACKEND": backend}
+
+
+@pytest.fixture(scope="module")
+def small_photos(tmp_path_factory):
+    """Two 64x64 photos: quick to validate and to denoise on any backend."""
+    folder = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), synthetic_photo(rng, 64, 64))
+    return folder
+
+
+@pytest.mark.parametrize("backend", sorted(BACKEND_PACKAGES))
+def test_train_then_test_model_on_backend(backend, tmp_path, image_folder, small_photos):
+    env = require_backend(backend)
+    output = tmp_path / "run"
+    trained = run_script("train.py", "--image_dir", image_folder, "--test_dir", small_photos, "--nb_epochs", 1,
+                         "--steps", 2, "--batch_size", 2, "--image_size", 32, "--lr", 0.001, "--output_path", output,
+                         env=env)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    (checkpoint,) = output.glob("weights.*.weights.h5")
+    tested = run_script("test_model.py", "--weight_file", checkpoint, "--image_dir", small_photos,
+                        "--output_dir", tmp_path / "denoised", env=env)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "mean over 2 images" in tested.stdout
+    assert sorted(p.name for p in (tmp_path / "denoised").glob("*.png")) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize("backend", sorted(BACKEND_PACKAGES))
+def test_shipped_weights_denoise_alike_on_every_backend(backend, tmp_path, small_photos):
+    env = require_backend(backend)
+    common = ["--image_dir", small_photos, "--weight_file", "gaussian", "--test_noise_model", "clean",
+              "--output_mode", "denoised"]
+    reference = run_main("test_model", *common, "--output_dir", tmp_path / "tensorflow")  # this process: TensorFlow
+    assert reference.returncode == 0, reference.stderr
+    other = run_script("test_model.py", *common, "--output_dir", tmp_path / backend, env=env)
+    assert other.returncode == 0, other.stdout + other.stderr
+    for name in ("a.png", "b.png"):
+        expected = cv2.imread(str(tmp_path / "tensorflow" / name)).astype(int)
+        got = cv2.imread(str(tmp_path / backend / name)).astype(int)
+        assert np.abs(got - expected).max() <= 1, name  # float summation order may flip a rounding
+
+
+def test_backend_dependent_unit_tests_pass_on_jax(tmp_path):
+    env = require_backend("jax")
+    environment = {**os.environ, **env, "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *BACKEND_DEPENDENT_TESTS],
+                            cwd=REPO, env=environment, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
