@@ -39,13 +39,32 @@ def bundled_photo_paths(names):
     return [folder / name for name in names if (folder / name).is_file()]
 
 
-def load_images(paths, min_size=1, what="image", channels=3):
+class ImageOnDisk:
+    """A training image past the cache cap: its shape is known, and its pixels are decoded again from the file
+    for every patch taken from it (as the original did for every image), so memory stays bounded.
+
+    Indexing returns the pixels of the decoded image (HxWxC uint8), like the arrays it stands in for.
+    """
+
+    def __init__(self, path, shape, channels):
+        self.path, self.shape, self.channels = path, shape, channels
+
+    def __getitem__(self, key):
+        image = read_image(self.path)
+        if image is None:
+            raise OSError(f"{self.path} could not be read again during training")
+        return to_channels(image, self.channels)[key]
+
+
+def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
     """Decode `paths` once into a list of HxWxC uint8 arrays (C = `channels`: 3 BGR, or 1 gray).
 
     Unreadable files and images smaller than min_size x min_size are skipped
     with one warning each; where none is left, NoImagesError sums up why.
+    With `cache_bytes`, images are kept in memory until their pixels would pass
+    that many bytes; the rest become ImageOnDisk (read again per patch).
     """
-    images, skipped = [], []
+    images, skipped, cached = [], [], 0
     for path in paths:
         image = read_image(path)
         if image is None:
@@ -54,7 +73,12 @@ def load_images(paths, min_size=1, what="image", channels=3):
             skipped.append(f"skipping {path}: {image.shape[1]}x{image.shape[0]} is smaller than the "
                            f"{min_size}x{min_size} {what}")
         else:
-            images.append(to_channels(image, channels))
+            image = to_channels(image, channels)
+            if cache_bytes is not None and cached + image.nbytes > cache_bytes:
+                image = ImageOnDisk(path, image.shape, channels)
+            else:
+                cached += image.nbytes
+            images.append(image)
     if not images:
         unreadable = sum("not a readable" in reason for reason in skipped)
         raise NoImagesError(f"no image of at least {min_size}x{min_size} pixels among {len(paths)} files "
@@ -90,7 +114,7 @@ class NoisyImageGenerator(keras.utils.PyDataset):
         return self.steps
 
     def random_patch(self, rng):
-        """A random image_size x image_size crop (uint8 view) of a random image."""
+        """A random image_size x image_size crop (uint8; a view, or a copy from an ImageOnDisk) of a random image."""
         image = self.images[rng.integers(len(self.images))]
         height, width = image.shape[:2]
         top = rng.integers(height - self.image_size + 1)

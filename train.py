@@ -60,6 +60,9 @@ def get_args(argv=None):
     parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches; if not given, a random one")
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
+    parser.add_argument("--cache_mb", type=cli.positive_int, default=None,
+                        help="keep at most this many MiB of decoded training images in memory; the images past it "
+                             "are decoded again from their files for every patch (slower). Default: all in memory")
     parser.add_argument("--zero_mean_targets", action="store_true",
                         help="add the target noise in float, without clipping to 0-255 or rounding, so the targets' "
                              "mean is the clean image (the original clips and truncates, which biases dark and bright "
@@ -89,11 +92,11 @@ def image_paths(folder, bundled_names, flag):
     return paths
 
 
-def load_folder(folder, bundled_names, flag, min_size, what, channels):
+def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_bytes=None):
     """Decoded images of `folder` (or of the bundled photos); problems are UserErrors naming `flag`."""
     try:
         return generator.load_images(image_paths(folder, bundled_names, flag), min_size=min_size, what=what,
-                                     channels=channels)
+                                     channels=channels, cache_bytes=cache_bytes)
     except generator.NoImagesError as error:
         raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
 
@@ -101,12 +104,15 @@ def load_folder(folder, bundled_names, flag, min_size, what, channels):
 def make_datasets(args, batches_per_step=1):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
     batches_per_step x --batch_size patches (the global batch of a data-parallel step)."""
+    cache_bytes = None if args.cache_mb is None else args.cache_mb * 2**20
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
-                               args.image_size, "--image_size patch", args.channels)
+                               args.image_size, "--image_size patch", args.channels, cache_bytes)
     val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
                              generator.SIZE_MULTIPLE, "minimum validation size", args.channels)
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
-    print(f"training on {len(train_images)} images from {source}, validating on {len(val_images)}")
+    on_disk = sum(isinstance(image, generator.ImageOnDisk) for image in train_images)
+    cache_note = f" ({on_disk} past --cache_mb {args.cache_mb} read from disk per patch)" if on_disk else ""
+    print(f"training on {len(train_images)} images from {source}{cache_note}, validating on {len(val_images)}")
     train = generator.NoisyImageGenerator(
         train_images, get_noise_model(args.source_noise_model),
         get_noise_model(args.target_noise_model, zero_mean=args.zero_mean_targets),

@@ -73,6 +73,23 @@ def test_unreadable_and_small_images_are_skipped_with_a_warning(tmp_path, image_
         generator.load_images(paths[:2], min_size=32)
 
 
+def test_a_capped_cache_reads_the_rest_from_disk_and_gives_the_same_patches(image_folder):
+    paths = images.list_images(image_folder)
+    everything = generator.load_images(paths, min_size=32)
+    cap = everything[0].nbytes + everything[1].nbytes
+    capped = generator.load_images(paths, min_size=32, cache_bytes=cap)
+    in_memory = [image for image in capped if isinstance(image, np.ndarray)]
+    assert len(in_memory) == 2 and sum(image.nbytes for image in in_memory) <= cap
+    assert all(isinstance(image, generator.ImageOnDisk) for image in capped[2:]) and len(capped) == len(everything)
+    assert [image.shape for image in capped] == [image.shape for image in everything]
+    noise = get_noise_model("gaussian,0,50")
+    batches = [generator.NoisyImageGenerator(loaded, noise, noise, batch_size=8, image_size=32, steps=2, seed=5)
+               for loaded in (everything, capped)]
+    for index in range(2):
+        for expected, got in zip(batches[0][index], batches[1][index]):
+            np.testing.assert_array_equal(got, expected)
+
+
 @pytest.fixture(scope="module")
 def photos(image_folder):
     return generator.load_images(images.list_images(image_folder))

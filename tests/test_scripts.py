@@ -51,8 +51,8 @@ def test_train_writes_checkpoint_history_and_sample(trained_run):
     ("mae_text", ["--loss", "mae", "--source_noise_model", "text,0,50", "--target_noise_model", "text,0,50",
                   "--val_noise_model", "text,25,25"]),
     ("unet_clean", ["--model", "unet", "--target_noise_model", "clean", "--val_noise_model", "gaussian,10,10"]),
-    ("clean_source_val", ["--source_noise_model", "clean", "--target_noise_model", "text,0,10",
-                          "--val_noise_model", "clean"]),
+    ("clean_source_val_capped_cache", ["--source_noise_model", "clean", "--target_noise_model", "text,0,10",
+                                       "--val_noise_model", "clean", "--cache_mb", 1]),
     ("mixed_zero_mean", ["--mixed_precision", "--zero_mean_targets"]),
 ])
 def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extra):
@@ -62,6 +62,8 @@ def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extr
     checkpoints = assert_trained(output)
     if "l0" in name:
         assert load_history(output)["loss"][0] > 0
+    if "cache" in name:  # the synthetic photos take ~80 KB each: 1 MiB holds some, not all
+        assert "past --cache_mb 1 read from disk per patch" in result.stdout
     if "mixed" in name:  # bfloat16 compute, float32 weights: the checkpoint serves float32 inference
         assert "mixed precision: mixed_bfloat16" in result.stdout
         tested = run_script("test_model.py", "--weight_file", checkpoints[0], "--image_dir", image_folder,
