@@ -60,7 +60,7 @@ def get_args(argv=None):
     parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches; if not given, a random one")
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
-    parser.add_argument("--cache_mb", type=cli.positive_int, default=None,
+    parser.add_argument("--cache_mb", type=cli.positive_float, default=None,
                         help="keep at most this many MiB of decoded training images in memory; the images past it "
                              "are decoded again from their files for every patch (slower). Default: all in memory")
     parser.add_argument("--zero_mean_targets", action="store_true",
@@ -104,14 +104,14 @@ def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_byt
 def make_datasets(args, batches_per_step=1):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
     batches_per_step x --batch_size patches (the global batch of a data-parallel step)."""
-    cache_bytes = None if args.cache_mb is None else args.cache_mb * 2**20
+    cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 2**20)
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
                                args.image_size, "--image_size patch", args.channels, cache_bytes)
     val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
                              generator.SIZE_MULTIPLE, "minimum validation size", args.channels)
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
     on_disk = sum(isinstance(image, generator.ImageOnDisk) for image in train_images)
-    cache_note = f" ({on_disk} past --cache_mb {args.cache_mb} read from disk per patch)" if on_disk else ""
+    cache_note = f" ({on_disk} past --cache_mb {args.cache_mb:g} read from disk per patch)" if on_disk else ""
     print(f"training on {len(train_images)} images from {source}{cache_note}, validating on {len(val_images)}")
     train = generator.NoisyImageGenerator(
         train_images, get_noise_model(args.source_noise_model),

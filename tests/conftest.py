@@ -84,10 +84,17 @@ def run_script(script, *args, cwd=REPO, env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def reset_keras_globals():
+    """Undo what a script's main() may set for the whole process (--mixed_precision's dtype policy)."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].config.set_dtype_policy("float32")
+
+
 def run_main(module_name, *args):
     """Run a script's main() in this process as its __main__ guard does (cli.run_main, argparse exits included),
     with stdout and stderr captured: the bad-input cases answer in milliseconds instead of paying a new
-    interpreter and the TensorFlow import (~5 s) each. Returns a CompletedProcess like run_script."""
+    interpreter and the TensorFlow import (~5 s) each. Returns a CompletedProcess like run_script.
+    Tests that need the real process (its exit, stderr of native code, environment) use run_script."""
     module = importlib.import_module(module_name)
     argv = [str(arg) for arg in args]
     out, err = io.StringIO(), io.StringIO()
@@ -96,6 +103,8 @@ def run_main(module_name, *args):
             code = cli.run_main(lambda: module.main(argv))
         except SystemExit as exit_:  # argparse's errors and --help
             code = exit_.code
+        finally:
+            reset_keras_globals()
     return subprocess.CompletedProcess([module_name, *argv], code, out.getvalue(), err.getvalue())
 
 

@@ -18,8 +18,8 @@ from conftest import REPO, run_main, run_script, synthetic_photo
 BACKEND_PACKAGES = {"jax": "jax", "torch": "torch"}
 # The unit tests whose outcome depends on the backend (networks, losses, SSIM, weight files, inference);
 # the rest of the suite is numpy/OpenCV or runs the scripts, which the tests below cover per backend.
-BACKEND_DEPENDENT_TESTS = ["tests/test_networks.py", "tests/test_legacy_checkpoint.py", "tests/test_inference.py",
-                           "tests/test_atomic_writes.py"]
+# (test_inference.py's computations are covered by the shipped-weights comparison below.)
+BACKEND_DEPENDENT_TESTS = ["tests/test_networks.py", "tests/test_legacy_checkpoint.py", "tests/test_atomic_writes.py"]
 
 
 def require_backend(backend):
@@ -38,7 +38,7 @@ def small_photos(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("backend", sorted(BACKEND_PACKAGES))
+@pytest.mark.parametrize("backend", ["torch"])  # JAX trains in test_distribute.py and denoises below
 def test_train_then_test_model_on_backend(backend, tmp_path, image_folder, small_photos):
     env = require_backend(backend)
     output = tmp_path / "run"

@@ -50,7 +50,7 @@ def train_cases(image_folder, tmp_path):
         (["--model", "unet", "--image_size", "40"], ["--image_size", "multiple of 16"]),
         (["--image_size", "5000", "--image_dir", image_folder], ["5000x5000"]),
         (["--weight", tmp_path / "none.weights.h5"], ["--weight", "does not exist"]),
-        (["--cache_mb", "0"], ["--cache_mb", ">= 1"]),
+        (["--cache_mb", "0"], ["--cache_mb", "> 0"]),
     ]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from conftest import run_script, synthetic_photo
+from conftest import run_main, synthetic_photo
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_denoised_mode_keeps_the_format_and_report_csv_matches_an_independent_ps
     """One run (gaussian,25,25 test noise): every output has its input's name, size, dtype and channels (the
     odd 77x101 not cropped, alpha kept, 16-bit values not 8-bit ones scaled up), and report.csv's scores equal
     scikit-image's on the written lossless files."""
-    result = run_script("test_model.py", "--image_dir", photo_folder, "--output_mode", "denoised",
+    result = run_main("test_model", "--image_dir", photo_folder, "--output_mode", "denoised",
                         "--output_dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("deep.png", "sub/big.jpg", "odd.png", "alpha.png"):
@@ -58,7 +58,7 @@ def test_clean_input_writes_no_report(photo_folder, tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()
     (folder / "odd.png").write_bytes((photo_folder / "odd.png").read_bytes())
-    result = run_script("test_model.py", "--image_dir", folder, "--test_noise_model", "clean",
+    result = run_main("test_model", "--image_dir", folder, "--test_noise_model", "clean",
                         "--output_mode", "denoised", "--output_dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "odd.png").is_file() and not (tmp_path / "out" / "report.csv").exists()

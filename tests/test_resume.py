@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import cli
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_main
 from test_networks import original_schedule
 
 cli.import_keras_quietly()
@@ -49,7 +49,7 @@ def test_killed_run_resumes_from_its_last_completed_epoch(image_folder, tmp_path
     kill_during_epoch(image_folder, output, after_epochs=2)
     done = completed_epochs(output)
     assert 2 <= done < EPOCHS
-    result = run_script("train.py", *train_args(image_folder, output), "--resume")
+    result = run_main("train", *train_args(image_folder, output), "--resume")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     backup = models.backup_epoch(output)
     assert f"resuming {output} after epoch" in result.stdout
@@ -67,15 +67,15 @@ def test_killed_run_resumes_from_its_last_completed_epoch(image_folder, tmp_path
 
 def test_resume_of_a_finished_run_changes_nothing(image_folder, tmp_path):
     output = tmp_path / "run"
-    first = run_script("train.py", *train_args(image_folder, output)[:-2], "--nb_epochs", 1, "--output_path", output)
+    first = run_main("train", *train_args(image_folder, output)[:-2], "--nb_epochs", 1, "--output_path", output)
     assert first.returncode == 0, first.stderr[-2000:]
     before = (output / "history.npz").read_bytes()
-    again = run_script("train.py", *train_args(image_folder, output)[:-2], "--nb_epochs", 1, "--output_path", output,
-                       "--resume")
+    again = run_main("train", *train_args(image_folder, output)[:-2], "--nb_epochs", 1, "--output_path", output,
+                     "--resume")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (output / "history.npz").read_bytes() == before
 
 
 def test_resume_without_an_interrupted_run_says_so(image_folder, tmp_path):
-    result = run_script("train.py", *train_args(image_folder, tmp_path / "new"), "--resume")
+    result = run_main("train", *train_args(image_folder, tmp_path / "new"), "--resume")
     assert_one_line_error(result, "--resume", "no interrupted run")
