@@ -25,15 +25,14 @@ class Distribution(NamedTuple):
     """How this process takes part in training."""
 
     scope: Callable  # () -> context manager under which the model is built, compiled and trained
-    replicas: int  # model replicas over all processes; one step trains on batch_size * replicas patches
-    batches_per_step: int  # how many --batch_size batches this process's data pipeline makes per step
+    replicas: int  # model replicas over all processes; one step (and each process's batch) has batch_size * replicas
     worker: int  # this process's rank; 0 is the chief, which writes checkpoints, history and the sample
     description: str
     multiworker_tf: bool = False  # TensorFlow's MultiWorkerMirroredStrategy (see `prepare_fit`)
 
 
 def single_device():
-    return Distribution(contextlib.nullcontext, 1, 1, 0, "one device")
+    return Distribution(contextlib.nullcontext, 1, 0, "one device")
 
 
 def setup(mode):
@@ -62,7 +61,7 @@ def _tensorflow(mode):
     replicas = strategy.num_replicas_in_sync
     # Every worker's pipeline makes the whole global batch; tf.distribute keeps this worker's share
     # (data sharding of a generator-fed dataset), so all workers see the same sequence of patches.
-    return Distribution(strategy.scope, replicas, replicas, worker,
+    return Distribution(strategy.scope, replicas, worker,
                         f"{type(strategy).__name__}, {replicas} replicas", multiworker_tf=mode == "multiworker")
 
 
@@ -91,17 +90,17 @@ def _jax_local():
 
     devices = keras.distribution.list_devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    return Distribution(contextlib.nullcontext, len(devices), len(devices), jax.process_index(),
+    return Distribution(contextlib.nullcontext, len(devices), jax.process_index(),
                         f"keras.distribution.DataParallel, {len(devices)} {jax.default_backend()} devices")
 
 
-def prepare_fit(model, distribution, sample_batch):
-    """Make model.fit work under MultiWorkerMirroredStrategy; `sample_batch` is one (x, y) training batch.
+def prepare_fit(model, distribution, dataset):
+    """Make model.fit work under MultiWorkerMirroredStrategy; `dataset` is the training PyDataset.
 
     Keras 3's TensorFlow trainer (3.15, keras-team/keras#20585, open) fails with several workers in two
     places: fit() reduces its first distributed batch eagerly only to learn the input shapes, which the
     collective strategy cannot do; and it averages the scalar logs of each step along an axis 0 they do
-    not have. So: build the compiled state from `sample_batch`'s shapes here, and average the logs over
+    not have. So: build the compiled state from the shapes of the dataset's first batch here, and average the logs over
     the replicas. Training itself (gradients, all-reduce, variables) stays Keras' and TensorFlow's.
     """
     if not distribution.multiworker_tf:
@@ -111,7 +110,7 @@ def prepare_fit(model, distribution, sample_batch):
     from keras.src.backend.tensorflow import trainer as tensorflow_trainer
 
     with distribution.scope():
-        model._symbolic_build(data_batch=sample_batch)
+        model._symbolic_build(data_batch=dataset[0])
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     keras_reduce = tensorflow_trainer.reduce_per_replica
 

@@ -466,7 +466,8 @@ def predict_padded(model, batch, multiple=PAD_MULTIPLE, replicas=1):
     count, height, width = batch.shape[:3]
     padding = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
     padded = np.pad(batch, padding, mode="reflect")
-    padded = np.concatenate([padded, np.repeat(padded[-1:], -count % replicas, axis=0)])
+    if count % replicas:  # no extra copy of a large photo in the usual one-replica case
+        padded = np.concatenate([padded, np.repeat(padded[-1:], -count % replicas, axis=0)])
     output = model.predict_on_batch(padded)
     return np.asarray(output, dtype=np.float32)[:count, :height, :width]
 

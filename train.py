@@ -101,9 +101,9 @@ def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_byt
         raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
 
 
-def make_datasets(args, batches_per_step=1):
+def make_datasets(args, replicas=1):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
-    batches_per_step x --batch_size patches (the global batch of a data-parallel step)."""
+    replicas x --batch_size patches (the global batch of a data-parallel step)."""
     cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 2**20)
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
                                args.image_size, "--image_size patch", args.channels, cache_bytes)
@@ -116,7 +116,7 @@ def make_datasets(args, batches_per_step=1):
     train = generator.NoisyImageGenerator(
         train_images, get_noise_model(args.source_noise_model),
         get_noise_model(args.target_noise_model, zero_mean=args.zero_mean_targets),
-        batch_size=args.batch_size * batches_per_step, image_size=args.image_size, steps=args.steps, seed=args.seed,
+        batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=args.seed,
         workers=args.workers)
     return train, generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
 
@@ -240,12 +240,12 @@ def train(args, distribution):
     history, completed = previous_history(args)
     with distribution.scope():
         model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
-    train_data, val_data = make_datasets(args, distribution.batches_per_step)
+    train_data, val_data = make_datasets(args, distribution.replicas)
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
                                           nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).",
                                           history=history, replicas=distribution.replicas)
-    distribute.prepare_fit(model, distribution, train_data[0])
+    distribute.prepare_fit(model, distribution, train_data)
     before = checkpoints(args.output_path)
     # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe.
     model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)

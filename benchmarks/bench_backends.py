@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 BENCH_TRAIN = Path(__file__).resolve().parent / "bench_train.py"
-PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+BACKENDS = ("tensorflow", "jax", "torch")  # each imports as its backend name
 
 
 def get_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--backends", nargs="+", choices=sorted(PACKAGES), default=["tensorflow", "jax", "torch"],
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
                         help="Keras backends to time; ratios are relative to the first")
     parser.add_argument("--models", nargs="+", default=["srresnet"], help="models to time (bench_train.py)")
     parser.add_argument("--steps", type=int, default=10, help="batches of the timed epoch (bench_train.py)")
@@ -40,8 +40,8 @@ def main():
     args = get_args()
     seconds = {}  # (model, feed) -> {backend: seconds per step}
     for backend in args.backends:
-        if importlib.util.find_spec(PACKAGES[backend]) is None:
-            print(json.dumps(dict(bench="backend_step", backend=backend, skipped=f"{PACKAGES[backend]} not installed")))
+        if importlib.util.find_spec(backend) is None:
+            print(json.dumps(dict(bench="backend_step", backend=backend, skipped=f"{backend} not installed")))
             continue
         for record in run_bench_train(backend, args):
             print(json.dumps(record), flush=True)

@@ -2,6 +2,7 @@
 and a helper that runs the project's scripts as a user would."""
 import contextlib
 import importlib
+import importlib.util
 import io
 import os
 import subprocess
@@ -54,6 +55,24 @@ def image_folder(tmp_path_factory):
     cv2.imwrite(str(folder / "gray.png"), gray)
     (folder / "notes.txt").write_text("not an image")
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_photos(tmp_path_factory):
+    """Two 64x64 photos of one size: quick to validate and denoise on any backend, and one padded shape
+    (one trace of a distributed predict function)."""
+    folder = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), synthetic_photo(rng, 64, 64))
+    return folder
+
+
+def require_backend(backend):
+    """{"KERAS_BACKEND": backend} for a subprocess; skips the test where that backend's package is missing."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (pip install -r requirements-backends.txt)")
+    return {"KERAS_BACKEND": backend}
 
 
 def shared_or(path, fallback):

@@ -4,7 +4,6 @@ same output as TensorFlow from the same weights, and the backend-dependent unit 
 Each backend's tests are skipped, with the reason, where its package is not installed
 (pip install -r requirements-backends.txt installs both; CI does).
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,29 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_main, run_script, synthetic_photo
+from conftest import REPO, require_backend, run_main, run_script
 
-BACKEND_PACKAGES = {"jax": "jax", "torch": "torch"}
+OTHER_BACKENDS = ("jax", "torch")
 # The unit tests whose outcome depends on the backend (networks, losses, SSIM, weight files, inference);
 # the rest of the suite is numpy/OpenCV or runs the scripts, which the tests below cover per backend.
 # (test_inference.py's computations are covered by the shipped-weights comparison below.)
 BACKEND_DEPENDENT_TESTS = ["tests/test_networks.py", "tests/test_legacy_checkpoint.py", "tests/test_atomic_writes.py"]
-
-
-def require_backend(backend):
-    if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
-        pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed (pip install -r requirements-backends.txt)")
-    return {"KERAS_BACKEND": backend}
-
-
-@pytest.fixture(scope="module")
-def small_photos(tmp_path_factory):
-    """Two 64x64 photos: quick to validate and to denoise on any backend."""
-    folder = tmp_path_factory.mktemp("small")
-    rng = np.random.default_rng(2)
-    for name in ("a.png", "b.png"):
-        cv2.imwrite(str(folder / name), synthetic_photo(rng, 64, 64))
-    return folder
 
 
 @pytest.mark.parametrize("backend", ["torch"])  # JAX trains in test_distribute.py and denoises below
@@ -54,7 +37,7 @@ def test_train_then_test_model_on_backend(backend, tmp_path, image_folder, small
     assert sorted(p.name for p in (tmp_path / "denoised").glob("*.png")) == ["a.png", "b.png"]
 
 
-@pytest.mark.parametrize("backend", sorted(BACKEND_PACKAGES))
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_shipped_weights_denoise_alike_on_every_backend(backend, tmp_path, small_photos):
     env = require_backend(backend)
     common = ["--image_dir", small_photos, "--weight_file", "gaussian", "--test_noise_model", "clean",

@@ -1,17 +1,15 @@
 """Data-parallel training (train.py --distribute) on 2 virtual CPU devices, against one device on the same
 global batch; the multi-worker strategy with two local processes."""
-import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_main, run_script, synthetic_photo
+from conftest import REPO, require_backend, run_main, run_script
 
 import cli
 
@@ -26,16 +24,6 @@ TINY = ["--nb_epochs", 1, "--steps", 1, "--image_size", 32, "--seed", 0, "--lr",
 
 
 @pytest.fixture(scope="module")
-def val_folder(tmp_path_factory):
-    """Two validation photos of one size: one padded shape, one trace of the distributed predict function."""
-    folder = tmp_path_factory.mktemp("val")
-    rng = np.random.default_rng(1)
-    for name in ("a.png", "b.png"):
-        cv2.imwrite(str(folder / name), synthetic_photo(rng, 48, 48))
-    return folder
-
-
-@pytest.fixture(scope="module")
 def initial_weights(tmp_path_factory):
     """One set of starting weights for every run, so that only the distribution differs."""
     path = tmp_path_factory.mktemp("init") / "init.weights.h5"
@@ -47,33 +35,31 @@ def history_of(folder):
     return np.load(folder / "history.npz", allow_pickle=True)["history"].item()
 
 
-def train(tmp_path, name, image_folder, val_folder, initial_weights, *extra, devices=None, env=None):
+def train(tmp_path, name, image_folder, small_photos, initial_weights, *extra, devices=None, env=None):
     """train.py (on `devices` virtual CPU devices where given) with the tiny budget; its output folder."""
     output = tmp_path / name
     script = ["train.py"] if devices is None else ["tests/virtual_devices.py", devices, "train.py"]
-    result = run_script(*script, "--image_dir", image_folder, "--test_dir", val_folder, *TINY,
+    result = run_script(*script, "--image_dir", image_folder, "--test_dir", small_photos, *TINY,
                         "--output_path", output, "--weight", initial_weights, *extra, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return output, result.stdout
 
 
-def single_device_psnr(checkpoint, val_folder):
+def single_device_psnr(checkpoint, small_photos):
     """Mean PSNR of `checkpoint` loaded into a plain one-device SRResNet, on train.py's validation data."""
     network = models.get_model("srresnet")
     models.load_weights(network, checkpoint)
-    pairs = generator.load_validation_data(generator.load_images(sorted(val_folder.iterdir())),
+    pairs = generator.load_validation_data(generator.load_images(sorted(small_photos.iterdir())),
                                            get_noise_model("gaussian,25,25"))
     return np.mean([float(models.psnr(clean, models.predict_padded(network, noisy))) for noisy, clean in pairs])
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_mirrored_on_two_devices_trains_like_one_device_on_the_global_batch(backend, tmp_path, image_folder,
-                                                                            val_folder, initial_weights):
-    if backend == "jax" and importlib.util.find_spec("jax") is None:
-        pytest.skip("JAX is not installed (pip install -r requirements-backends.txt)")
-    env = {"KERAS_BACKEND": backend}
-    single, _ = train(tmp_path, "single", image_folder, val_folder, initial_weights, "--batch_size", 2 * PER_REPLICA_BATCH, env=env)
-    mirrored, log = train(tmp_path, "mirrored", image_folder, val_folder, initial_weights, "--batch_size", PER_REPLICA_BATCH,
+                                                                            small_photos, initial_weights):
+    env = require_backend(backend)
+    single, _ = train(tmp_path, "single", image_folder, small_photos, initial_weights, "--batch_size", 2 * PER_REPLICA_BATCH, env=env)
+    mirrored, log = train(tmp_path, "mirrored", image_folder, small_photos, initial_weights, "--batch_size", PER_REPLICA_BATCH,
                           "--distribute", "mirrored", devices=2, env=env)
     assert "2 replicas" in log or "2 cpu devices" in log, log
     assert f"{2 * PER_REPLICA_BATCH} patches a step ({PER_REPLICA_BATCH} per replica)" in log
@@ -85,7 +71,7 @@ def test_mirrored_on_two_devices_trains_like_one_device_on_the_global_batch(back
     for key in ("val_loss", "val_PSNR"):
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-3, err_msg=key)
     (checkpoint,) = mirrored.glob("weights.*.weights.h5")
-    assert abs(single_device_psnr(checkpoint, val_folder) - got["val_PSNR"][-1]) < 0.01
+    assert abs(single_device_psnr(checkpoint, small_photos) - got["val_PSNR"][-1]) < 0.01
     assert (mirrored / "sample.png").is_file()
 
 
@@ -112,11 +98,11 @@ def free_ports(count):
     return ports
 
 
-def test_two_local_workers_finish_and_only_the_chief_writes(tmp_path, image_folder, val_folder, initial_weights):
+def test_two_local_workers_finish_and_only_the_chief_writes(tmp_path, image_folder, small_photos, initial_weights):
     """MultiWorkerMirroredStrategy, two processes on localhost with TF_CONFIG, same command and --output_path."""
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     output = tmp_path / "run"
-    command = [sys.executable, str(REPO / "train.py"), "--image_dir", image_folder, "--test_dir", val_folder,
+    command = [sys.executable, str(REPO / "train.py"), "--image_dir", image_folder, "--test_dir", small_photos,
                *TINY, "--batch_size", PER_REPLICA_BATCH, "--distribute", "multiworker", "--output_path", output,
                "--weight", initial_weights]
     workers = []
@@ -132,7 +118,7 @@ def test_two_local_workers_finish_and_only_the_chief_writes(tmp_path, image_fold
     (checkpoint,) = output.glob("weights.*.weights.h5")  # one checkpoint: the chief's
     assert len(history_of(output)["loss"]) == 1
     assert "best checkpoint" in logs[0] and "best checkpoint" not in logs[1]
-    assert abs(single_device_psnr(checkpoint, val_folder) - history_of(output)["val_PSNR"][-1]) < 0.01
+    assert abs(single_device_psnr(checkpoint, small_photos) - history_of(output)["val_PSNR"][-1]) < 0.01
 
 
 def test_multiworker_without_tf_config_says_what_to_set(tmp_path, image_folder, monkeypatch):
