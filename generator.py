@@ -91,8 +91,8 @@ def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
 class NoisyImageGenerator(keras.utils.PyDataset):
     """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255.
 
-    One epoch is `steps` batches. Batch `index` of epoch `e` is drawn from a
-    generator seeded by (seed, e, index), so runs are reproducible whatever
+    One epoch is `steps` batches. Batch `index` of epoch `e` is drawn from
+    generators seeded by (seed, e, index), so runs are reproducible whatever
     the number or scheduling of worker threads.
     """
 
@@ -122,14 +122,18 @@ class NoisyImageGenerator(keras.utils.PyDataset):
         return image[top:top + self.image_size, left:left + self.image_size]
 
     def __getitem__(self, index):
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        # Three independent streams: which patches, the source noise and the target noise. So the patches and
+        # their source noise do not depend on the target noise model: runs with clean, clipped or zero-mean
+        # targets (same seed) see the very same inputs, and differ only by what they are asked to predict.
+        patch_rng, source_rng, target_rng = (np.random.default_rng(stream) for stream in
+                                             np.random.SeedSequence([self.seed, self.epoch, index]).spawn(3))
         shape = (self.batch_size, self.image_size, self.image_size, self.images[0].shape[2])
         sources = np.empty(shape, np.float32)
         targets = np.empty(shape, np.float32)
         for k in range(self.batch_size):
-            patch = self.random_patch(rng)
-            sources[k] = self.source_noise_model(patch, rng)
-            targets[k] = self.target_noise_model(patch, rng)
+            patch = self.random_patch(patch_rng)
+            sources[k] = self.source_noise_model(patch, source_rng)
+            targets[k] = self.target_noise_model(patch, target_rng)
         return sources, targets
 
     def on_epoch_end(self):

@@ -57,9 +57,16 @@ def get_args(argv=None):
     parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="3: colour (BGR) model; 1: grayscale model, trained on the images' luma")
-    parser.add_argument("--seed", type=int, default=None, help="random seed of the training patches; if not given, a random one")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed of the training patches, their noise and the initial weights (the same seed "
+                             "and flags train the same model, up to the backend's floating-point order); "
+                             "if not given, a random one")
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
+    parser.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
+                        help="training steps run by one compiled call: fewer round trips between Python and the "
+                             "device per step, which keeps a fast GPU busy; the progress bar and per-batch callbacks "
+                             "see every Nth step only (epochs, validation and checkpoints are unchanged)")
     parser.add_argument("--cache_mb", type=cli.positive_float, default=None,
                         help="keep at most this many MiB of decoded training images in memory; the images past it "
                              "are decoded again from their files for every patch (slower). Default: all in memory")
@@ -138,7 +145,8 @@ def build_model(args, replicas=1):
             raise cli.UserError(f"--weight {args.weight}: {error}") from None
         print(f"loaded weights from {args.weight}")
     loss = models.get_loss(args.loss)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr), loss=loss, metrics=[models.psnr_metric()])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr), loss=loss, metrics=[models.psnr_metric()],
+                  steps_per_execution=args.steps_per_execution)
     return model, loss
 
 
@@ -238,6 +246,8 @@ def main(argv=None):
 
 def train(args, distribution):
     history, completed = previous_history(args)
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)  # the initial weights (Python's, NumPy's and the backend's seeds)
     with distribution.scope():
         model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
     train_data, val_data = make_datasets(args, distribution.replicas)
@@ -247,8 +257,11 @@ def train(args, distribution):
                                           history=history, replicas=distribution.replicas)
     distribute.prepare_fit(model, distribution, train_data)
     before = checkpoints(args.output_path)
-    # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe.
-    model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe. No shuffle: the
+    # batches are random patches already, and Keras would shuffle their order with Python's unseeded `random`,
+    # so the same --seed would train on the same batches in a different order (different weights) every run.
+    model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
+              shuffle=False)
     distribute.finish(distribution)
     if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):
         return 1  # StopOnNaN said why and what to change

@@ -129,6 +129,24 @@ def test_source_and_target_noise_are_independent():
     assert 24 < source_noise.std() < 26 and 24 < target_noise.std() < 26
 
 
+def test_the_target_noise_model_changes_nothing_but_the_targets(photos):
+    """Same seed: clean, clipped and zero-mean target runs get the same patches and source noise, and the
+    zero-mean targets are the clipped ones before clipping (an equal-budget comparison of targets alone)."""
+    def batch(target, zero_mean=False):
+        return generator.NoisyImageGenerator(photos, get_noise_model("gaussian,0,50"),
+                                             get_noise_model(target, zero_mean=zero_mean),
+                                             batch_size=4, image_size=24, steps=1, seed=3)[0]
+
+    clean_sources, clean_targets = batch("clean")
+    noisy_sources, noisy_targets = batch("gaussian,0,50")
+    zero_mean_sources, zero_mean_targets = batch("gaussian,0,50", zero_mean=True)
+    np.testing.assert_array_equal(clean_sources, noisy_sources)
+    np.testing.assert_array_equal(clean_sources, zero_mean_sources)
+    assert zero_mean_targets.min() < 0 or zero_mean_targets.max() > 255  # really unclipped
+    np.testing.assert_array_equal(np.clip(zero_mean_targets, 0, 255).astype(np.uint8), noisy_targets)
+    assert np.abs(noisy_targets - clean_targets).mean() > 5
+
+
 def test_batches_are_reproducible_and_change_every_epoch(photos):
     images = photos
     def make():
