@@ -63,6 +63,13 @@ def test_killed_run_resumes_from_its_last_completed_epoch(image_folder, tmp_path
                                rtol=1e-5)
     for checkpoint in output.glob("weights.*.weights.h5"):
         models.load_weights(models.get_model("srresnet"), checkpoint)
+    # The same seed trains the same model: the resumed epochs (weights, optimizer state, patches) carry on
+    # exactly where an uninterrupted run would be.
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run_main("train", *train_args(image_folder, uninterrupted)).returncode == 0
+    expected = np.load(uninterrupted / "history.npz", allow_pickle=True)["history"].item()
+    for key in ("loss", "val_loss", "val_PSNR"):
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)
 
 
 def test_resume_of_a_finished_run_changes_nothing(image_folder, tmp_path):
