@@ -1,4 +1,5 @@
-"""train.py --resume: a run killed in the middle of an epoch continues from its last completed epoch."""
+"""train.py --resume: a run killed in the middle of an epoch continues from its last completed epoch, exactly as
+the uninterrupted run would."""
 import os
 import signal
 import subprocess
@@ -64,9 +65,10 @@ def test_killed_run_resumes_from_its_last_completed_epoch(image_folder, tmp_path
     for checkpoint in output.glob("weights.*.weights.h5"):
         models.load_weights(models.get_model("srresnet"), checkpoint)
     # The same seed trains the same model: the resumed epochs (weights, optimizer state, patches) carry on
-    # exactly where an uninterrupted run would be.
+    # exactly where an uninterrupted run would be; that run also makes 2 steps per compiled call
+    # (--steps_per_execution), which must not change the training either.
     uninterrupted = tmp_path / "uninterrupted"
-    assert run_main("train", *train_args(image_folder, uninterrupted)).returncode == 0
+    assert run_main("train", *train_args(image_folder, uninterrupted), "--steps_per_execution", 2).returncode == 0
     expected = np.load(uninterrupted / "history.npz", allow_pickle=True)["history"].item()
     for key in ("loss", "val_loss", "val_PSNR"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)

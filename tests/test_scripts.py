@@ -74,16 +74,6 @@ def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extr
         assert tested.returncode == 0 and "mean over" in tested.stdout, tested.stderr[-2000:]
 
 
-def test_the_same_seed_trains_the_same_model_also_with_steps_per_execution(tmp_path, image_folder):
-    """--seed fixes the initial weights, the patches and their order: two runs give the same losses, also when
-    --steps_per_execution 3 runs the epoch's 3 updates in one compiled call."""
-    runs = [train(tmp_path, f"spe{n}", image_folder, image_folder, "--lr", 0.001, "--steps_per_execution", n)[0]
-            for n in (1, 3)]
-    one_by_one, three_at_once = (load_history(output) for output in runs)
-    np.testing.assert_allclose(three_at_once["loss"], one_by_one["loss"], rtol=1e-4)
-    np.testing.assert_allclose(three_at_once["val_PSNR"], one_by_one["val_PSNR"], atol=0.01)
-
-
 def test_train_continues_from_the_original_keras2_checkpoint(tmp_path, image_folder):
     checkpoint = require(LEGACY_CHECKPOINT)
     output, result = train(tmp_path, "continued", image_folder, image_folder, "--lr", 0.001, "--weight", checkpoint)
