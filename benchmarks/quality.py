@@ -5,7 +5,9 @@ OpenCV non-local-means baseline, by PSNR and SSIM on a validation folder with fi
 
 For each noise model (the original README's recipes: gaussian,0,50 with mse; text,0,50 with mae;
 impulse,0,95 with l0) trains the SRResNet with train.py (same seed, data, flags and budget) on noisy targets,
-on clean targets and, with --zero_mean for gaussian, on noisy targets with --zero_mean_targets. Then every
+on clean targets and, with --zero_mean for gaussian, on noisy targets with --zero_mean_targets. The seed fixes
+the initial weights, the patches, their order and their source noise alike in every run, so the runs differ
+only by their targets (common random numbers: the comparison is not drowned by run-to-run spread). Then every
 validation image gets the original's validation noise (gaussian,25,25 / text,25,25 / impulse,70,70; seed 0,
 as test_model.py) and is scored as noisy input, denoised by cv2.fastNlMeansDenoisingColored (its strength h
 picked per noise model as the best of a grid on this same folder, which favours the baseline), and denoised
