@@ -7,6 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import model as models  # noqa: E402
+from plot_history import load_history  # noqa: E402
 
 
 def learning_model():
@@ -48,7 +49,7 @@ def test_a_checkpoint_write_failing_midway_leaves_the_earlier_checkpoint_and_his
     fit_epochs(model, tmp_path, epochs=1)
     before = snapshot(tmp_path)
     assert [name for name in before if name.startswith("weights.001-")] and "history.npz" in before
-    history = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    history = load_history(tmp_path)
     monkeypatch.setattr(keras.Model, "save_weights", half_written(keras.Model.save_weights))
     with pytest.raises(OSError, match="No space left"):
         fit_epochs(model, tmp_path, epochs=2, history=history, initial_epoch=1)
@@ -56,7 +57,7 @@ def test_a_checkpoint_write_failing_midway_leaves_the_earlier_checkpoint_and_his
     monkeypatch.undo()
     restored = learning_model()
     models.load_weights(restored, next(tmp_path.glob("weights.001-*.weights.h5")))
-    assert len(np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()["loss"]) == 1
+    assert len(load_history(tmp_path)["loss"]) == 1
 
 
 def test_a_history_write_failing_midway_leaves_the_earlier_history(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import distribute  # noqa: E402
 import generator  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
+from plot_history import load_history  # noqa: E402
 
 PER_REPLICA_BATCH = 2
 TINY = ["--nb_epochs", 1, "--steps", 1, "--image_size", 32, "--seed", 0, "--lr", 0.001, "--workers", 2]
@@ -29,10 +30,6 @@ def initial_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("init") / "init.weights.h5"
     models.get_model("srresnet").save_weights(str(path))
     return path
-
-
-def history_of(folder):
-    return np.load(folder / "history.npz", allow_pickle=True)["history"].item()
 
 
 def train(tmp_path, name, image_folder, small_photos, initial_weights, *extra, devices=None, env=None):
@@ -63,7 +60,7 @@ def test_mirrored_on_two_devices_trains_like_one_device_on_the_global_batch(back
                           "--distribute", "mirrored", devices=2, env=env)
     assert "2 replicas" in log or "2 cpu devices" in log, log
     assert f"{2 * PER_REPLICA_BATCH} patches a step ({PER_REPLICA_BATCH} per replica)" in log
-    expected, got = history_of(single), history_of(mirrored)
+    expected, got = load_history(single), load_history(mirrored)
     # The loss of the one step is computed before its update: equal up to float summation order. The
     # validation after the update is looser: Adam's first step moves every weight by about lr * sign(gradient),
     # so gradients near zero that differ in the last bits move their weights by +-lr either way.
@@ -116,9 +113,9 @@ def test_two_local_workers_finish_and_only_the_chief_writes(tmp_path, image_fold
     assert "worker 0" in logs[0] and "worker 1" in logs[1]
     assert f"{2 * PER_REPLICA_BATCH} patches a step" in logs[0]
     (checkpoint,) = output.glob("weights.*.weights.h5")  # one checkpoint: the chief's
-    assert len(history_of(output)["loss"]) == 1
+    assert len(load_history(output)["loss"]) == 1
     assert "best checkpoint" in logs[0] and "best checkpoint" not in logs[1]
-    assert abs(single_device_psnr(checkpoint, small_photos) - history_of(output)["val_PSNR"][-1]) < 0.01
+    assert abs(single_device_psnr(checkpoint, small_photos) - load_history(output)["val_PSNR"][-1]) < 0.01
 
 
 def test_multiworker_without_tf_config_says_what_to_set(tmp_path, image_folder, monkeypatch):

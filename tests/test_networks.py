@@ -7,6 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import model as models  # noqa: E402
+from plot_history import load_history  # noqa: E402
 
 
 def original_schedule(epoch_idx, epochs, initial_lr):
@@ -100,7 +101,7 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
                   (np.ones((1, 48, 16, 3), np.float32), np.full((1, 48, 16, 3), 2.0, np.float32))]
     model.fit(x, y, batch_size=4, epochs=nb_epochs, verbose=0,
               callbacks=models.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))  # l0 -> annealing
-    history = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    history = load_history(tmp_path)
     expected_loss = [2.0 ** models.l0_gamma(e, nb_epochs) for e in range(nb_epochs)]
     np.testing.assert_allclose(history["loss"], expected_loss, rtol=1e-4)
     np.testing.assert_allclose(history["val_loss"], expected_loss, rtol=1e-4)
@@ -127,9 +128,9 @@ def test_no_callback_makes_the_training_loop_wait_for_every_step(tmp_path):
 def test_history_file_is_written_after_every_epoch(tmp_path):
     saver = models.HistorySaver(tmp_path / "history.npz")
     saver.on_epoch_end(0, {"loss": 3.0, "val_PSNR": 20.0})
-    first = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    first = load_history(tmp_path)
     saver.on_epoch_end(1, {"loss": 2.0, "val_PSNR": 21.0})
-    second = np.load(tmp_path / "history.npz", allow_pickle=True)["history"].item()
+    second = load_history(tmp_path)
     assert first == {"loss": [3.0], "val_PSNR": [20.0]}
     assert second == {"loss": [3.0, 2.0], "val_PSNR": [20.0, 21.0]}
     assert [p.name for p in tmp_path.iterdir()] == ["history.npz"]  # no temporary file left behind

@@ -14,6 +14,7 @@ from test_networks import original_schedule
 
 cli.import_keras_quietly()
 import model as models  # noqa: E402
+from plot_history import load_history  # noqa: E402
 
 EPOCHS, LR = 4, 0.001
 
@@ -55,7 +56,7 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(image_fold
     backup = models.backup_epoch(output)
     assert f"resuming {output} after epoch" in result.stdout
     assert f"Epoch {done + 1}/{EPOCHS}" in result.stdout and "Epoch 1/" not in result.stdout
-    history = np.load(output / "history.npz", allow_pickle=True)["history"].item()
+    history = load_history(output)
     assert backup == EPOCHS
     for key in ("loss", "val_loss", "PSNR", "val_PSNR", "learning_rate"):
         assert len(history[key]) == EPOCHS, (key, history[key])  # every epoch exactly once
@@ -69,7 +70,7 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(image_fold
     # (--steps_per_execution), which must not change the training either.
     uninterrupted = tmp_path / "uninterrupted"
     assert run_main("train", *train_args(image_folder, uninterrupted), "--steps_per_execution", 2).returncode == 0
-    expected = np.load(uninterrupted / "history.npz", allow_pickle=True)["history"].item()
+    expected = load_history(uninterrupted)
     for key in ("loss", "val_loss", "val_PSNR"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)
     # --resume of a finished run trains nothing and changes nothing.

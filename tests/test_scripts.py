@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import DATASETS, LEGACY_CHECKPOINT, assert_one_line_error, require, run_main, run_script
+from plot_history import load_history
 
 TINY = ["--nb_epochs", 2, "--steps", 3, "--batch_size", 4, "--image_size", 32]
 KEYS = ("loss", "val_loss", "PSNR", "val_PSNR", "val_SSIM")
-
-
-def load_history(folder):
-    return np.load(folder / "history.npz", allow_pickle=True)["history"].item()
 
 
 def train(tmp_path, name, train_dir, val_dir, *extra, in_process=True):
