@@ -137,12 +137,18 @@ def psnr(y_true, y_pred):
     return 10.0 / math.log(10.0) * ops.log(255.0**2 / mse)
 
 
-def _gaussian_window(size=11, sigma=1.5):
-    """(size, size, 1, 1) float32 Gaussian kernel summing to 1, for ops.conv."""
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+SSIM_MAPS = 5  # the local statistics SSIM blurs: a, b, a*a, b*b, a*b
+
+
+def _ssim_kernels(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
+    """The (size x size) Gaussian window summing to 1 as its two 1-D factors (it is separable): depthwise kernels
+    of shape (size, 1, SSIM_MAPS, 1) (down the columns) and (1, size, SSIM_MAPS, 1) (along the rows), float32."""
     offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
     line = np.exp(-offsets**2 / (2 * sigma**2))
-    window = np.outer(line, line) / np.outer(line, line).sum()
-    return window.astype(np.float32)[:, :, np.newaxis, np.newaxis]
+    line = (line / line.sum()).astype(np.float32)
+    column = np.tile(line[:, np.newaxis, np.newaxis, np.newaxis], (1, 1, SSIM_MAPS, 1))
+    return ops.convert_to_tensor(column), ops.convert_to_tensor(column.reshape(1, size, SSIM_MAPS, 1))
 
 
 def ssim(y_true, y_pred):
@@ -152,19 +158,23 @@ def ssim(y_true, y_pred):
     Wang et al. 2004 as tf.image.ssim and skimage's structural_similarity(gaussian_weights=True,
     use_sample_covariance=False) compute it: an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
     each channel separately (one at a time, to bound memory on large photos), averaged over the windows
-    that fit inside the image and over the channels.
+    that fit inside the image and over the channels. The window is applied as a column pass then a row pass
+    (22 multiply-adds a pixel instead of 121) to the five local statistics at once, by depthwise
+    convolutions: 2-3x faster than five 2-D convolutions on TensorFlow and PyTorch CPUs, equal to float32
+    rounding (benchmarks/bench_validation.py).
     """
-    window = ops.convert_to_tensor(_gaussian_window())
-    blur = lambda images: ops.conv(images, window, padding="valid")  # noqa: E731
+    column, row = _ssim_kernels()
     x = ops.cast(y_true, "float32") / 255.0
     y = ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0) / 255.0
     c1, c2 = 0.01**2, 0.03**2
     channel_means = []
     for channel in range(y_true.shape[-1]):
         a, b = x[..., channel:channel + 1], y[..., channel:channel + 1]
-        mean_a, mean_b = blur(a), blur(b)
-        covariance = blur(a * b) - mean_a * mean_b
-        variances = blur(a * a) + blur(b * b) - mean_a**2 - mean_b**2
+        statistics = ops.concatenate([a, b, a * a, b * b, a * b], axis=-1)  # (batch, H, W, SSIM_MAPS)
+        blurred = ops.depthwise_conv(ops.depthwise_conv(statistics, column, padding="valid"), row, padding="valid")
+        mean_a, mean_b, mean_aa, mean_bb, mean_ab = (blurred[..., k] for k in range(SSIM_MAPS))
+        covariance = mean_ab - mean_a * mean_b
+        variances = mean_aa + mean_bb - mean_a**2 - mean_b**2
         ssim_map = ((2 * mean_a * mean_b + c1) * (2 * covariance + c2)) / ((mean_a**2 + mean_b**2 + c1) * (variances + c2))
         channel_means.append(ops.mean(ssim_map))
     return ops.mean(ops.stack(channel_means))

@@ -64,9 +64,10 @@ def get_args(argv=None):
     parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
                         help="threads making training batches while the model trains")
     parser.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
-                        help="training steps run by one compiled call: fewer round trips between Python and the "
-                             "device per step, which keeps a fast GPU busy; the progress bar and per-batch callbacks "
-                             "see every Nth step only (epochs, validation and checkpoints are unchanged)")
+                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
+                             "compiles the N steps into one loop (one round trip to the device); every backend "
+                             "runs the per-batch callbacks and the progress bar once per N steps (epochs, "
+                             "validation and checkpoints are unchanged)")
     parser.add_argument("--cache_mb", type=cli.positive_float, default=None,
                         help="keep at most this many MiB of decoded training images in memory; the images past it "
                              "are decoded again from their files for every patch (slower). Default: all in memory")

@@ -10,6 +10,9 @@ comparison, the previous way (model.evaluate per image at its own size). The
 yardstick is one warm forward pass: predict_on_batch on every image at its
 own size, timed after each size was seen once. Prints one JSON line per
 measurement; the ratio uses the median of epochs 2 and later (epoch 1 traces).
+Also times the SSIM that ImageValidation reports (model.ssim: separable window,
+five statistics in one depthwise pass) against the direct way it replaced (five
+11x11 2-D convolutions per channel), over the validation pairs.
 """
 import argparse
 import json
@@ -29,6 +32,7 @@ import keras  # noqa: E402
 import generator  # noqa: E402
 import images  # noqa: E402
 import model as models  # noqa: E402
+from keras import ops  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 
 
@@ -38,6 +42,7 @@ def get_args():
     parser.add_argument("--test_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/Set14"),
                         help="validation images")
     parser.add_argument("--epochs", type=int, default=4, help="validation epochs to time")
+    parser.add_argument("--ssim_only", action="store_true", help="time the SSIM only (no model)")
     return parser.parse_args()
 
 
@@ -58,10 +63,43 @@ def forward_pass(model, pairs):
         model.predict_on_batch(noisy)
 
 
+def ssim_with_2d_window(y_true, y_pred):
+    """The SSIM as model.ssim computed it before (same result to float32 rounding): a 2-D 11x11 window,
+    one convolution per statistic and channel."""
+    line = np.exp(-(np.arange(11) - 5.0) ** 2 / (2 * 1.5**2))
+    window = ops.convert_to_tensor((np.outer(line, line) / np.outer(line, line).sum()).astype(np.float32)[..., None, None])
+    blur = lambda images: ops.conv(images, window, padding="valid")  # noqa: E731
+    x, y = ops.cast(y_true, "float32") / 255.0, ops.clip(ops.cast(y_pred, "float32"), 0.0, 255.0) / 255.0
+    means = []
+    for channel in range(y_true.shape[-1]):
+        a, b = x[..., channel:channel + 1], y[..., channel:channel + 1]
+        mean_a, mean_b = blur(a), blur(b)
+        covariance, variances = blur(a * b) - mean_a * mean_b, blur(a * a) + blur(b * b) - mean_a**2 - mean_b**2
+        numerator = (2 * mean_a * mean_b + 1e-4) * (2 * covariance + 9e-4)
+        means.append(ops.mean(numerator / ((mean_a**2 + mean_b**2 + 1e-4) * (variances + 9e-4))))
+    return ops.mean(ops.stack(means))
+
+
+def time_ssim(pairs, repeats=3):
+    """One JSON line: seconds for the SSIM of every (noisy, clean) pair, model.ssim against the 2-D window."""
+    times, worst = {}, 0.0
+    for name, ssim in (("separable_depthwise", models.ssim), ("2d_window", ssim_with_2d_window)):
+        [float(ssim(clean, noisy)) for noisy, clean in pairs]  # every size seen once
+        times[name] = min(seconds(lambda: [float(ssim(clean, noisy)) for noisy, clean in pairs]) for _ in range(repeats))
+    for noisy, clean in pairs:
+        worst = max(worst, abs(float(models.ssim(clean, noisy)) - float(ssim_with_2d_window(clean, noisy))))
+    print(json.dumps(dict(bench="ssim_epoch", seconds={k: round(v, 3) for k, v in times.items()},
+                          speedup=round(times["2d_window"] / times["separable_depthwise"], 2),
+                          max_abs_difference=worst, images=len(pairs), backend=keras.backend.backend())), flush=True)
+
+
 def main():
     args = get_args()
     pairs = generator.load_validation_data(generator.load_images(images.list_images(args.test_dir)),
                                            get_noise_model("gaussian,25,25"))
+    time_ssim(pairs)
+    if args.ssim_only:
+        return 0
     model = models.get_model("srresnet")
     model.compile(optimizer="adam", loss="mse", metrics=[models.psnr_metric()])
     validation = models.ImageValidation(pairs, "mse")

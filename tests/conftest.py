@@ -135,3 +135,11 @@ def assert_one_line_error(result, *needles):
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (pytest.ini), keep the tests of the costly module-scoped training run (trained_run,
+    about a minute) in one worker, which trains it once, instead of once in every worker that gets one."""
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained_run"))

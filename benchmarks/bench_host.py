@@ -1,0 +1,143 @@
+"""Host-side cost of a training step: train.py's own training loop with a stand-in network that does next to
+no arithmetic, so what is left is the work a GPU cannot do for us.
+
+    KERAS_BACKEND=jax python3 benchmarks/bench_host.py [--config "--workers 8" "--workers 8 --steps_per_execution 10"]
+
+The stand-in pools each patch 8 x 8, runs an SRResNet with 1 filter per convolution instead of 64 on that, and
+enlarges the result back: the batches (and their transfer) of the recipe, the same layers and number of weight
+arrays (so the same optimizer update, dispatch and callbacks), next to no arithmetic. On a
+GPU, where the host queues steps ahead of the device, a step costs about max(GPU work, host work); the host
+work (Keras' Python loop and dispatch, the per-batch callbacks, making and handing over a batch) must stay
+well below the GPU's step time (8.6 ms for the recipe's SRResNet in bfloat16 on an H200) or the GPU waits.
+Each configuration runs train.py's train() (the recipe's data: 128x128 patches, batch 8, zero-mean gaussian
+targets, Set14 validation every epoch) for --nb_epochs epochs of --steps batches and prints one JSON line:
+milliseconds a training step and seconds of end-of-epoch work (validation, checkpoint, history, backup), averaged
+over the epochs after the first (which compiles). The configuration "premade" feeds batches made beforehand,
+so it times the loop without the generator. On a CPU the stand-in's own arithmetic is included too (XLA's CPU
+convolutions are slow on one channel), so the numbers there are upper bounds.
+"""
+import argparse
+import contextlib
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
+
+cli.import_keras_quietly()
+import keras  # noqa: E402
+
+import model as models  # noqa: E402
+import train  # noqa: E402
+from bench_train import EpochTimer  # noqa: E402  (this script's folder is on sys.path)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/datasets"
+POOL = 8  # the stand-in's convolutions see the patches pooled 8 x 8
+PREMADE = "premade"  # in a configuration: feed batches made beforehand instead of the generator
+RECIPE = "--image_size 128 --batch_size 8 --lr 0.001 --seed 0 --zero_mean_targets"
+
+
+class PremadeBatches(keras.utils.PyDataset):
+    """The batches of a training PyDataset made beforehand and served from memory: a feed that costs nothing."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.batches = [source[index] for index in range(len(source))]
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+@contextlib.contextmanager
+def premade_batches():
+    """Within: train.py trains on its generator's batches made before fit() (the same batches every epoch)."""
+    make_datasets = train.make_datasets
+
+    def premade(*args, **kwargs):
+        training, validation = make_datasets(*args, **kwargs)
+        return PremadeBatches(training), validation
+
+    train.make_datasets = premade
+    try:
+        yield
+    finally:
+        train.make_datasets = make_datasets
+
+
+@contextlib.contextmanager
+def stand_in_network(filters, training_timer, epoch_timer):
+    """Within: train.py builds the stand-in network (an SRResNet of `filters` filters inside), and runs
+    `training_timer` before its own callbacks (the training steps) and `epoch_timer` after them (the epoch with
+    validation, checkpoint, history and backup)."""
+    get_model, training_callbacks = models.get_model, models.training_callbacks
+
+    def thin_srresnet(model_name="srresnet", channels=3, synchronized_bn=False):
+        # Pooled by 8 before and enlarged by 8 after: the batches and their transfer are the recipe's
+        # (8 x 128 x 128 x channels float32), the convolutions work on 16 x 16 x `filters`.
+        inner = models.get_srresnet_model(channels, filters=filters, synchronized_bn=synchronized_bn)
+        inputs = keras.Input((None, None, channels))
+        outputs = keras.layers.UpSampling2D(POOL)(inner(keras.layers.AveragePooling2D(POOL)(inputs)))
+        return keras.Model(inputs, outputs, name="stand_in")
+
+    models.get_model = thin_srresnet
+    models.training_callbacks = lambda *args, **kwargs: [training_timer, *training_callbacks(*args, **kwargs), epoch_timer]
+    try:
+        yield
+    finally:
+        models.get_model, models.training_callbacks = get_model, training_callbacks
+
+
+def time_config(config, args, distribution):
+    """(ms a training step, s of the end-of-epoch callbacks a epoch, the parsed flags) of train.py's train()
+    with the extra flags `config`, over the epochs after the first."""
+    training_timer, epoch_timer = EpochTimer(), EpochTimer()
+    with tempfile.TemporaryDirectory() as output:
+        argv = ["--image_dir", args.image_dir, "--test_dir", args.test_dir, *shlex.split(RECIPE),
+                "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--output_path", output,
+                *shlex.split(config)]
+        run_args = train.get_args([arg for arg in argv if arg != PREMADE])
+        feed = premade_batches() if PREMADE in argv else contextlib.nullcontext()
+        with stand_in_network(args.filters, training_timer, epoch_timer), feed, \
+                open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
+            train.train(run_args, distribution)
+    training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]
+    end_of_epoch = [whole - steps for whole, steps in zip(epochs, training)]
+    return 1000 * sum(training) / len(training) / args.steps, sum(end_of_epoch) / len(end_of_epoch), run_args
+
+
+def get_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--image_dir", default=str(SHARED / "train291"), help="training images")
+    parser.add_argument("--test_dir", default=str(SHARED / "Set14"), help="validation images")
+    parser.add_argument("--config", nargs="+", default=[PREMADE, "--workers 2", "--workers 8",
+                                                        "--workers 8 --steps_per_execution 10"],
+                        help=f"train.py flags to time, one quoted string per configuration; with the word "
+                             f"{PREMADE}: its batches made before training and fed from memory (the loop alone)")
+    parser.add_argument("--filters", type=int, default=1, help="filters per convolution of the stand-in SRResNet")
+    parser.add_argument("--nb_epochs", type=int, default=3, help="epochs per configuration (the first is not timed)")
+    parser.add_argument("--steps", type=int, default=200, help="batches per epoch")
+    return parser.parse_args()
+
+
+def main():
+    args = get_args()
+    distribution = train.start_devices(train.get_args([]))
+    for config in args.config:
+        ms_per_step, end_of_epoch, run_args = time_config(config, args, distribution)
+        print(json.dumps(dict(bench="host_step", config=config, ms_per_step=round(ms_per_step, 2),
+                              end_of_epoch_s=round(end_of_epoch, 3),
+                              filters=args.filters, steps=args.steps, epochs_timed=args.nb_epochs - 1,
+                              workers=run_args.workers, backend=keras.backend.backend(),
+                              device=distribution.description)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
