@@ -55,7 +55,9 @@ def test_shipped_weights_denoise_alike_on_every_backend(backend, tmp_path, small
 def test_backend_dependent_unit_tests_pass_on_jax(tmp_path):
     env = require_backend("jax")
     environment = {**os.environ, **env, "MPLBACKEND": "Agg"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *BACKEND_DEPENDENT_TESTS],
+    # -n 0: no xdist workers of its own (pytest.ini's default); the outer run already has one per core.
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                             *BACKEND_DEPENDENT_TESTS],
                             cwd=REPO, env=environment, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
