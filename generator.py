@@ -91,9 +91,13 @@ def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
 class NoisyImageGenerator(keras.utils.PyDataset):
     """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255.
 
-    One epoch is `steps` batches. Batch `index` of epoch `e` is drawn from
-    generators seeded by (seed, e, index), so runs are reproducible whatever
-    the number or scheduling of worker threads.
+    One epoch is `steps` batches. Batch `index` made while the epoch counter is
+    `e` is drawn from generators seeded by (seed, e, index), so runs are
+    reproducible whatever the number or scheduling of worker threads. (Keras
+    peeks at a batch and advances the counter once before the first epoch, and
+    on JAX and PyTorch its worker queue carries batches made but not yet used
+    into the next epoch: both deterministic; tests/test_resume.py checks that a
+    resumed run equals an uninterrupted one on TensorFlow and JAX.)
     """
 
     def __init__(self, images, source_noise_model, target_noise_model, batch_size=16, image_size=64,

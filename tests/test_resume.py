@@ -1,5 +1,6 @@
 """train.py --resume: a run killed in the middle of an epoch continues from its last completed epoch, exactly as
-the uninterrupted run would."""
+the uninterrupted run would, on TensorFlow and on JAX (the GPU recipe's backend, whose data adapter hands the
+generator's batches to the epochs differently)."""
 import os
 import signal
 import subprocess
@@ -7,9 +8,10 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import cli
-from conftest import REPO, assert_one_line_error, run_main
+from conftest import REPO, assert_one_line_error, require_backend, run_main, run_script
 from test_networks import original_schedule
 
 cli.import_keras_quietly()
@@ -32,9 +34,14 @@ def completed_epochs(output):
         return 0
 
 
-def kill_during_epoch(image_folder, output, after_epochs):
+def train(env, *args):
+    """train.py with `args`: in this process on TensorFlow (env None), else in a process with `env`."""
+    return run_main("train", *args) if env is None else run_script("train.py", *args, env=env)
+
+
+def kill_during_epoch(image_folder, output, after_epochs, env=None):
     """Start train.py and SIGKILL it once `after_epochs` epochs are done and the next one has begun."""
-    environment = {**os.environ, "MPLBACKEND": "Agg"}
+    environment = {**os.environ, **(env or {}), "MPLBACKEND": "Agg"}
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, train_args(image_folder, output))],
                                env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -46,12 +53,14 @@ def kill_during_epoch(image_folder, output, after_epochs):
     process.wait()
 
 
-def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(image_folder, tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, image_folder, tmp_path):
+    env = None if backend == "tensorflow" else require_backend(backend)
     output = tmp_path / "run"
-    kill_during_epoch(image_folder, output, after_epochs=2)
+    kill_during_epoch(image_folder, output, after_epochs=2, env=env)
     done = completed_epochs(output)
     assert 2 <= done < EPOCHS
-    result = run_main("train", *train_args(image_folder, output), "--resume")
+    result = train(env, *train_args(image_folder, output), "--resume")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     backup = models.backup_epoch(output)
     assert f"resuming {output} after epoch" in result.stdout
@@ -69,13 +78,13 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(image_fold
     # exactly where an uninterrupted run would be; that run also makes 2 steps per compiled call
     # (--steps_per_execution), which must not change the training either.
     uninterrupted = tmp_path / "uninterrupted"
-    assert run_main("train", *train_args(image_folder, uninterrupted), "--steps_per_execution", 2).returncode == 0
+    assert train(env, *train_args(image_folder, uninterrupted), "--steps_per_execution", 2).returncode == 0
     expected = load_history(uninterrupted)
     for key in ("loss", "val_loss", "val_PSNR"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)
     # --resume of a finished run trains nothing and changes nothing.
     before = (uninterrupted / "history.npz").read_bytes()
-    again = run_main("train", *train_args(image_folder, uninterrupted), "--steps_per_execution", 2, "--resume")
+    again = train(env, *train_args(image_folder, uninterrupted), "--steps_per_execution", 2, "--resume")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (uninterrupted / "history.npz").read_bytes() == before
 
