@@ -81,7 +81,7 @@ def main():
         in_memory = timed_step(model_name, x, args.steps, y=y, batch_size=args.batch_size, shuffle=False)
         print(json.dumps(dict(bench="train_step", model=model_name, feed="in_memory", seconds=round(in_memory, 4),
                               **common)), flush=True)
-        fed = timed_step(model_name, data, args.steps)
+        fed = timed_step(model_name, data, args.steps, shuffle=False)  # as train.py feeds it
         print(json.dumps(dict(bench="train_step", model=model_name, feed="generator", seconds=round(fed, 4),
                               workers=data.workers, ratio_to_in_memory=round(fed / in_memory, 3), **common)),
               flush=True)
