@@ -11,6 +11,7 @@ previews start fast and data-loader workers stay light.
 """
 import argparse
 import functools
+import math
 import string
 import sys
 from statistics import NormalDist
@@ -38,8 +39,15 @@ NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in ra
 
 
 def standard_normal(rng, shape):
-    """float32 N(0, 1) samples of `shape` (inverse transform through NORMAL_QUANTILES)."""
-    return NORMAL_QUANTILES[rng.integers(0, 65536, size=shape, dtype=np.uint16)]
+    """float32 N(0, 1) samples of `shape` (inverse transform through NORMAL_QUANTILES).
+
+    The 16-bit indices are the raw 64-bit words of `rng`'s bit generator cut in four (every bit of PCG64's
+    output is uniform): a third of the time of rng.integers(dtype=uint16), which goes through bounded-integer
+    sampling per value; np.take gathers faster than fancy indexing. Both release the GIL.
+    """
+    size = math.prod(shape)
+    indices = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
+    return np.take(NORMAL_QUANTILES, indices).reshape(shape)
 
 
 def gaussian_noise(image, rng, min_stddev, max_stddev, zero_mean=False):

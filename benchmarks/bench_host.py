@@ -1,20 +1,23 @@
-"""Host-side cost of a training step: train.py's own training loop with a stand-in network that does next to
-no arithmetic, so what is left is the work a GPU cannot do for us.
+"""Host-side cost of a training step: train.py's own training loop with the device's work taken out, so what is
+left is the work a GPU cannot do for us.
 
-    KERAS_BACKEND=jax python3 benchmarks/bench_host.py [--config "--workers 8" "--workers 8 --steps_per_execution 10"]
+    KERAS_BACKEND=jax python3 benchmarks/bench_host.py [--config premade "--workers 8" ...]
 
-The stand-in pools each patch 8 x 8, runs an SRResNet with 1 filter per convolution instead of 64 on that, and
-enlarges the result back: the batches (and their transfer) of the recipe, the same layers and number of weight
-arrays (so the same optimizer update, dispatch and callbacks), next to no arithmetic. On a
-GPU, where the host queues steps ahead of the device, a step costs about max(GPU work, host work); the host
-work (Keras' Python loop and dispatch, the per-batch callbacks, making and handing over a batch) must stay
-well below the GPU's step time (8.6 ms for the recipe's SRResNet in bfloat16 on an H200) or the GPU waits.
+On a GPU, where the host queues steps ahead of the device, a step costs about max(GPU work, host work); the host
+work (Keras' Python loop, making and handing over a batch, dispatching the step, the per-batch callbacks) must
+stay well below the GPU's step time (8.6 ms for the recipe's SRResNet in bfloat16 on an H200) or the GPU waits.
 Each configuration runs train.py's train() (the recipe's data: 128x128 patches, batch 8, zero-mean gaussian
 targets, Set14 validation every epoch) for --nb_epochs epochs of --steps batches and prints one JSON line:
 milliseconds a training step and seconds of end-of-epoch work (validation, checkpoint, history, backup), averaged
-over the epochs after the first (which compiles). The configuration "premade" feeds batches made beforehand,
-so it times the loop without the generator. On a CPU the stand-in's own arithmetic is included too (XLA's CPU
-convolutions are slow on one channel), so the numbers there are upper bounds.
+over the epochs after the first (which compiles).
+
+Hollow steps (the default; JAX): after the first real step, each training step takes its batches from the feed
+and dispatches the model's whole state (its weight and optimizer arrays) and the batch to a compiled function
+that does nothing with them, so the milliseconds a step are the host's share alone, on any machine, the
+2-core CPU included. With --real_steps the steps run for real (any backend), arithmetic included.
+The network is a stand-in with the SRResNet's layers and 219 weight arrays but next to no arithmetic (each
+patch pooled 8 x 8, 1 filter per convolution instead of 64, enlarged back), so that validation and the real
+steps stay cheap. The configuration "premade" feeds batches made beforehand: the loop without the generator.
 """
 import argparse
 import contextlib
@@ -93,6 +96,50 @@ def stand_in_network(filters, training_timer, epoch_timer):
         models.get_model, models.training_callbacks = get_model, training_callbacks
 
 
+def hollow_step(real_step, steps_per_execution):
+    """A JAX train_function (state, batch iterator) -> (logs, state): the first call runs `real_step` (which
+    compiles, and gives the logs); later calls take `steps_per_execution` batches and dispatch the state with
+    each batch to a compiled no-op, returning the state unchanged and the first call's logs."""
+    import jax
+    import jax.numpy as jnp
+
+    dispatch = jax.jit(lambda state, batch: jnp.zeros(()))
+    first_logs = {}
+
+    def step(state, iterator):
+        if not first_logs:
+            logs, state = real_step(state, iterator)
+            first_logs.update(logs)
+            return logs, state
+        for _, batch in zip(range(steps_per_execution), iterator):
+            dispatch(state, batch)
+        return dict(first_logs), state
+
+    step.hollow = True
+    return step
+
+
+@contextlib.contextmanager
+def hollow_steps():
+    """Within: Keras' JAX trainer trains with hollow_step (the host's work of a step without the device's)."""
+    if keras.backend.backend() != "jax":
+        raise SystemExit("bench_host.py: hollow steps need KERAS_BACKEND=jax (or pass --real_steps)")
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    make_train_function = JAXTrainer.make_train_function
+
+    def make_hollow(trainer, force=False):
+        make_train_function(trainer, force)
+        if not getattr(trainer.train_function, "hollow", False):
+            trainer.train_function = hollow_step(trainer.train_function, trainer.steps_per_execution)
+
+    JAXTrainer.make_train_function = make_hollow
+    try:
+        yield
+    finally:
+        JAXTrainer.make_train_function = make_train_function
+
+
 def time_config(config, args, distribution):
     """(ms a training step, s of the end-of-epoch callbacks a epoch, the parsed flags) of train.py's train()
     with the extra flags `config`, over the epochs after the first."""
@@ -103,7 +150,8 @@ def time_config(config, args, distribution):
                 *shlex.split(config)]
         run_args = train.get_args([arg for arg in argv if arg != PREMADE])
         feed = premade_batches() if PREMADE in argv else contextlib.nullcontext()
-        with stand_in_network(args.filters, training_timer, epoch_timer), feed, \
+        steps = contextlib.nullcontext() if args.real_steps else hollow_steps()
+        with stand_in_network(args.filters, training_timer, epoch_timer), feed, steps, \
                 open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
             train.train(run_args, distribution)
     training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]
@@ -121,6 +169,9 @@ def get_args():
                         help=f"train.py flags to time, one quoted string per configuration; with the word "
                              f"{PREMADE}: its batches made before training and fed from memory (the loop alone)")
     parser.add_argument("--filters", type=int, default=1, help="filters per convolution of the stand-in SRResNet")
+    parser.add_argument("--real_steps", action="store_true",
+                        help="run the stand-in's real training steps (any backend; their arithmetic included) "
+                             "instead of hollow ones (JAX; the host's work alone)")
     parser.add_argument("--nb_epochs", type=int, default=3, help="epochs per configuration (the first is not timed)")
     parser.add_argument("--steps", type=int, default=200, help="batches per epoch")
     return parser.parse_args()
@@ -132,7 +183,7 @@ def main():
     for config in args.config:
         ms_per_step, end_of_epoch, run_args = time_config(config, args, distribution)
         print(json.dumps(dict(bench="host_step", config=config, ms_per_step=round(ms_per_step, 2),
-                              end_of_epoch_s=round(end_of_epoch, 3),
+                              end_of_epoch_s=round(end_of_epoch, 3), real_steps=args.real_steps,
                               filters=args.filters, steps=args.steps, epochs_timed=args.nb_epochs - 1,
                               workers=run_args.workers, backend=keras.backend.backend(),
                               device=distribution.description)), flush=True)
