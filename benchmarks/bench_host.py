@@ -35,7 +35,7 @@ import keras  # noqa: E402
 
 import model as models  # noqa: E402
 import train  # noqa: E402
-from bench_train import EpochTimer  # noqa: E402  (this script's folder is on sys.path)
+from bench_train import timed_epochs  # noqa: E402  (this script's folder is on sys.path)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/datasets"
 POOL = 8  # the stand-in's convolutions see the patches pooled 8 x 8
@@ -74,11 +74,9 @@ def premade_batches():
 
 
 @contextlib.contextmanager
-def stand_in_network(filters, training_timer, epoch_timer):
-    """Within: train.py builds the stand-in network (an SRResNet of `filters` filters inside), and runs
-    `training_timer` before its own callbacks (the training steps) and `epoch_timer` after them (the epoch with
-    validation, checkpoint, history and backup)."""
-    get_model, training_callbacks = models.get_model, models.training_callbacks
+def stand_in_network(filters):
+    """Within: train.py builds the stand-in network (an SRResNet of `filters` filters inside)."""
+    get_model = models.get_model
 
     def thin_srresnet(model_name="srresnet", channels=3, synchronized_bn=False):
         # Pooled by 8 before and enlarged by 8 after: the batches and their transfer are the recipe's
@@ -89,11 +87,10 @@ def stand_in_network(filters, training_timer, epoch_timer):
         return keras.Model(inputs, outputs, name="stand_in")
 
     models.get_model = thin_srresnet
-    models.training_callbacks = lambda *args, **kwargs: [training_timer, *training_callbacks(*args, **kwargs), epoch_timer]
     try:
         yield
     finally:
-        models.get_model, models.training_callbacks = get_model, training_callbacks
+        models.get_model = get_model
 
 
 def hollow_step(real_step, steps_per_execution):
@@ -143,7 +140,6 @@ def hollow_steps():
 def time_config(config, args, distribution):
     """(ms a training step, s of the end-of-epoch callbacks a epoch, the parsed flags) of train.py's train()
     with the extra flags `config`, over the epochs after the first."""
-    training_timer, epoch_timer = EpochTimer(), EpochTimer()
     with tempfile.TemporaryDirectory() as output:
         argv = ["--image_dir", args.image_dir, "--test_dir", args.test_dir, *shlex.split(RECIPE),
                 "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--output_path", output,
@@ -151,7 +147,7 @@ def time_config(config, args, distribution):
         run_args = train.get_args([arg for arg in argv if arg != PREMADE])
         feed = premade_batches() if PREMADE in argv else contextlib.nullcontext()
         steps = contextlib.nullcontext() if args.real_steps else hollow_steps()
-        with stand_in_network(args.filters, training_timer, epoch_timer), feed, steps, \
+        with stand_in_network(args.filters), timed_epochs() as (training_timer, epoch_timer), feed, steps, \
                 open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
             train.train(run_args, distribution)
     training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]

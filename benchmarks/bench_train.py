@@ -8,6 +8,7 @@ noise, its default worker threads) and fed by numpy arrays made beforehand.
 Prints one JSON line per measurement and the ratio generator / in-memory.
 """
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -28,17 +29,36 @@ from noise_model import get_noise_model  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch."""
+    """Wall time of every epoch, up to this callback's turn at the epoch's end. With `wait_for_device`, that
+    time includes the device finishing the epoch's steps (JAX dispatches them ahead of the device): it reads
+    a weight back first."""
 
-    def __init__(self):
+    def __init__(self, wait_for_device=False):
         super().__init__()
+        self.wait_for_device = wait_for_device
         self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.wait_for_device:
+            keras.ops.convert_to_numpy(self.model.trainable_weights[-1])
         self.seconds.append(time.perf_counter() - self.start)
+
+
+@contextlib.contextmanager
+def timed_epochs():
+    """Within: train.py's callbacks are preceded by an EpochTimer (its epochs' training steps, device included)
+    and followed by one (the whole epoch, with validation, checkpoint, history and backup). Yields both."""
+    steps_timer, epoch_timer = EpochTimer(wait_for_device=True), EpochTimer()
+    training_callbacks = models.training_callbacks
+    models.training_callbacks = lambda *args, **kwargs: [steps_timer, *training_callbacks(*args, **kwargs),
+                                                         epoch_timer]
+    try:
+        yield steps_timer, epoch_timer
+    finally:
+        models.training_callbacks = training_callbacks
 
 
 def compiled(model_name):

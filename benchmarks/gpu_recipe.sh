@@ -4,7 +4,8 @@
 #     KERAS_BACKEND=jax bash benchmarks/gpu_recipe.sh DATA_DIR RUN_DIR [more train.py flags]
 # DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation); flags given after RUN_DIR override
 # the recipe's (e.g. --mixed_precision, or --nb_epochs 1 --steps 5 for a dry run). RUN_DIR receives train.py's
-# checkpoints and history.npz, train.log, gpu_utilization.csv (time, GPU %, MiB), test_set14.log and
+# checkpoints and history.npz, train.log, epoch_times.jsonl (each epoch's steps and end-of-epoch seconds, from
+# benchmarks/timed_train.py), gpu_utilization.csv (time, GPU %, MiB), test_set14.log and
 # test_set5.log (test_model.py on the best checkpoint, seed 0), summary.json and, last, EXIT (the exit status).
 set -euo pipefail
 data=$1 run=$2
@@ -18,7 +19,7 @@ if command -v nvidia-smi > /dev/null; then
     sampler=$!
 fi
 start=$(date +%s.%N)
-python3 train.py --image_dir "$data/train291" --test_dir "$data/Set14" --image_size 128 --batch_size 8 \
+python3 benchmarks/timed_train.py --image_dir "$data/train291" --test_dir "$data/Set14" --image_size 128 --batch_size 8 \
     --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" > "$run/train.log" 2>&1
 end=$(date +%s.%N)
 [ -n "$sampler" ] && kill "$sampler"
@@ -38,9 +39,14 @@ samples = []
 if (run / "gpu_utilization.csv").is_file():
     samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines() if line.count(",") == 2]
 mean = lambda values: round(sum(values) / len(values), 1) if values else None
+median = lambda values: sorted(values)[len(values) // 2] if values else None
+epochs = [json.loads(line) for line in (run / "epoch_times.jsonl").read_text().splitlines()]
 test = re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB", (run / "test_set14.log").read_text())
 print(json.dumps({"wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
-                  "median_epoch_ms_per_step": sorted(step_ms)[len(step_ms) // 2] if step_ms else None,
+                  "median_epoch_ms_per_step": median(step_ms),
+                  "first_epoch": epochs[0] if epochs else None,
+                  "later_epochs_median_steps_s": median([e["steps_s"] for e in epochs[1:]]),
+                  "later_epochs_median_end_of_epoch_s": median([e["end_of_epoch_s"] for e in epochs[1:]]),
                   "gpu_util_mean": mean(samples), "gpu_util_mean_after_first_minute": mean(samples[60:]),
                   "best_checkpoint": best, "set14_test_model": test}), file=open(run / "summary.json", "w"))
 PY
