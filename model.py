@@ -410,23 +410,30 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
 
 
 # ------------------------------------------------------------------ weights
-def stored_weight_count(path):
-    """Number of model weight values in a .weights.h5 or Keras 2 .hdf5 file (optimizer state excluded)."""
+def stored_weight_shapes(path):
+    """Shapes of the model weight arrays in a .weights.h5 or Keras 2 .hdf5 file (optimizer state excluded)."""
     try:
         with h5py.File(path, "r") as handle:
             group = handle.get("model_weights") or handle.get("layers") or handle
-            sizes = []
-            group.visititems(lambda name, item: sizes.append(item.size) if isinstance(item, h5py.Dataset) else None)
-            return sum(sizes)
+            shapes = []
+            group.visititems(lambda name, item: shapes.append(item.shape) if isinstance(item, h5py.Dataset) else None)
+            return shapes
     except OSError:
         raise ValueError("not a Keras weight file (HDF5 expected)") from None
 
 
-def channels_of_weights(model_name, path):
-    """The channel count (3 colour, 1 gray) of a `model_name` network whose weight count the file has;
-    3 where neither fits (load_weights then says what does)."""
-    stored = stored_weight_count(path)
-    return next((channels for channels in (3, 1) if get_model(model_name, channels).count_params() == stored), 3)
+def stored_weight_count(path):
+    """Number of model weight values in a .weights.h5 or Keras 2 .hdf5 file (optimizer state excluded)."""
+    return sum(math.prod(shape) for shape in stored_weight_shapes(path))
+
+
+def channels_of_weights(path):
+    """The image channels (3 colour, 1 gray) of the network whose weights the file holds, read from its
+    convolution kernels (height, width, in, out) without building a network: both networks' first
+    convolution takes the image's channels, and every other one takes more; 3 where that is neither 1 nor 3
+    (load_weights then says what the file holds)."""
+    inputs = [shape[2] for shape in stored_weight_shapes(path) if len(shape) == 4]
+    return min(inputs) if inputs and min(inputs) in (1, 3) else 3
 
 
 def load_weights(model, path):

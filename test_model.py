@@ -196,7 +196,7 @@ def load_model(args):
         args.weight_file = shipped_weights()[DEFAULT_SHIPPED]
         print(f"using the shipped {DEFAULT_SHIPPED} weights: {args.weight_file}")
     try:
-        model = models.get_model(args.model, channels=models.channels_of_weights(args.model, args.weight_file))
+        model = models.get_model(args.model, channels=models.channels_of_weights(args.weight_file))
         models.load_weights(model, args.weight_file)
     except (ValueError, OSError) as error:
         raise cli.UserError(f"--weight_file {args.weight_file}: {error}") from None

@@ -146,6 +146,13 @@ def test_weights_round_trip_in_keras3_format(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("name, channels", [("srresnet", 1), ("srresnet", 3), ("unet", 1)])
+def test_channels_are_read_off_the_weight_file(tmp_path, name, channels):
+    path = tmp_path / "w.weights.h5"
+    models.get_model(name, channels).save_weights(path)
+    assert models.channels_of_weights(path) == channels
+
+
 def test_wrong_weight_file_suffix_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"\.weights\.h5"):
         models.load_weights(models.get_model("srresnet"), tmp_path / "w.bin")
