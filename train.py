@@ -30,64 +30,89 @@ import model as models  # noqa: E402
 from noise_model import SPEC_HELP as NOISE_HELP, get_noise_model, noise_spec
 
 
+def add_data_flags(parser):
+    """Where the images come from and what a batch holds (a section of --help)."""
+    group = parser.add_argument_group("data: images and patches")
+    group.add_argument("--image_dir", type=cli.existing_dir, default=None,
+                       help="training image folder, searched recursively; "
+                            "if not given, photos bundled with scikit-image")
+    group.add_argument("--test_dir", type=cli.existing_dir, default=None,
+                       help="validation image folder; if not given, photos bundled with scikit-image")
+    group.add_argument("--image_size", type=cli.positive_int, default=64, help="training patch size in pixels")
+    group.add_argument("--batch_size", type=cli.positive_int, default=16, help="patches per batch")
+    group.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                       help="3: colour (BGR) model; 1: grayscale model, trained on the images' luma")
+    group.add_argument("--cache_mb", type=cli.positive_float, default=None,
+                       help="keep at most this many MiB of decoded training images in memory; the images past it "
+                            "are decoded again from their files for every patch (slower). Default: all in memory")
+
+
+def add_noise_flags(parser):
+    """The noise of the inputs, the targets and the validation images (a section of --help)."""
+    group = parser.add_argument_group("noise")
+    group.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50",
+                       help=f"noise of the network inputs: {NOISE_HELP}")
+    group.add_argument("--target_noise_model", type=noise_spec, default="gaussian,0,50",
+                       help=f"noise of the training targets ('clean' for standard training): {NOISE_HELP}")
+    group.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
+                       help=f"noise of the validation inputs: {NOISE_HELP}")
+    group.add_argument("--zero_mean_targets", action="store_true",
+                       help="add the target noise in float, without clipping to 0-255 or rounding, so the targets' "
+                            "mean is the clean image (the original clips and truncates, which biases dark and bright "
+                            "pixels); affects additive noise (gaussian) only, the source noise stays as given")
+
+
+def add_training_flags(parser):
+    """The network, the schedule, the loss and where the run is written (a section of --help)."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
+    group.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
+    group.add_argument("--steps", type=cli.positive_int, default=1000, help="batches per epoch")
+    group.add_argument("--lr", type=cli.positive_float, default=0.01,
+                       help="initial Adam learning rate; halved at 25 %%, 50 %% and 75 %% of the epochs")
+    group.add_argument("--loss", choices=("mse", "mae", "l0"), default="mse",
+                       help="loss: mse, mae, or l0 (annealed from L2 towards L0, for impulse noise)")
+    group.add_argument("--weight", type=cli.existing_file, default=None,
+                       help="start from these weights, e.g. to continue training "
+                            "(.weights.h5, or an original Keras 2 .hdf5)")
+    group.add_argument("--output_path", default="checkpoints",
+                       help="folder for checkpoints, history and plots (relative to the current directory)")
+    group.add_argument("--seed", type=int, default=None,
+                       help="random seed of the training patches, their noise and the initial weights (the same seed "
+                            "and flags train the same model, up to the backend's floating-point order); "
+                            "if not given, a random one")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --output_path from its last completed epoch "
+                            "(weights, optimizer, schedule, history); pass the flags it was started with")
+
+
+def add_speed_flags(parser):
+    """Flags that change how fast a run goes, not what it learns (a section of --help)."""
+    group = parser.add_argument_group("speed and scale-out")
+    group.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
+                       help="threads making training batches while the model trains")
+    group.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
+                       help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
+                            "compiles the N steps into one loop (one round trip to the device); every backend "
+                            "runs the per-batch callbacks and the progress bar once per N steps (epochs, "
+                            "validation and checkpoints are unchanged)")
+    group.add_argument("--mixed_precision", action="store_true",
+                       help="compute in bfloat16 (float16 with loss scaling on GPUs older than Ampere); weights, "
+                            "outputs, loss and PSNR stay float32. About 2x faster on recent CPUs and GPUs")
+    group.add_argument("--distribute", choices=distribute.MODES, default="none",
+                       help="data-parallel training: none (one device); mirrored (every GPU of this machine, "
+                            "TensorFlow or JAX); multiworker (several machines, TensorFlow, cluster from TF_CONFIG). "
+                            "--batch_size stays per replica: one step trains batch_size x replicas patches")
+
+
 def get_args(argv=None):
     parser = cli.ArgumentParser(description="Train a Noise2Noise denoiser from (noisy, noisy) patch pairs.")
-    parser.add_argument("--image_dir", type=cli.existing_dir, default=None,
-                        help="training image folder, searched recursively; if not given, photos bundled with scikit-image")
-    parser.add_argument("--test_dir", type=cli.existing_dir, default=None,
-                        help="validation image folder; if not given, photos bundled with scikit-image")
-    parser.add_argument("--image_size", type=cli.positive_int, default=64, help="training patch size in pixels")
-    parser.add_argument("--batch_size", type=cli.positive_int, default=16, help="patches per batch")
-    parser.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
-    parser.add_argument("--lr", type=cli.positive_float, default=0.01,
-                        help="initial Adam learning rate; halved at 25 %%, 50 %% and 75 %% of the epochs")
-    parser.add_argument("--steps", type=cli.positive_int, default=1000, help="batches per epoch")
-    parser.add_argument("--loss", choices=("mse", "mae", "l0"), default="mse",
-                        help="loss: mse, mae, or l0 (annealed from L2 towards L0, for impulse noise)")
-    parser.add_argument("--weight", type=cli.existing_file, default=None,
-                        help="start from these weights, e.g. to continue training (.weights.h5, or an original Keras 2 .hdf5)")
-    parser.add_argument("--output_path", default="checkpoints",
-                        help="folder for checkpoints, history and plots (relative to the current directory)")
-    parser.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50",
-                        help=f"noise of the network inputs: {NOISE_HELP}")
-    parser.add_argument("--target_noise_model", type=noise_spec, default="gaussian,0,50",
-                        help=f"noise of the training targets ('clean' for standard training): {NOISE_HELP}")
-    parser.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
-                        help=f"noise of the validation inputs: {NOISE_HELP}")
-    parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
-                        help="3: colour (BGR) model; 1: grayscale model, trained on the images' luma")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="random seed of the training patches, their noise and the initial weights (the same seed "
-                             "and flags train the same model, up to the backend's floating-point order); "
-                             "if not given, a random one")
-    parser.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
-                        help="threads making training batches while the model trains")
-    parser.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
-                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
-                             "compiles the N steps into one loop (one round trip to the device); every backend "
-                             "runs the per-batch callbacks and the progress bar once per N steps (epochs, "
-                             "validation and checkpoints are unchanged)")
-    parser.add_argument("--cache_mb", type=cli.positive_float, default=None,
-                        help="keep at most this many MiB of decoded training images in memory; the images past it "
-                             "are decoded again from their files for every patch (slower). Default: all in memory")
-    parser.add_argument("--zero_mean_targets", action="store_true",
-                        help="add the target noise in float, without clipping to 0-255 or rounding, so the targets' "
-                             "mean is the clean image (the original clips and truncates, which biases dark and bright "
-                             "pixels); affects additive noise (gaussian) only, the source noise stays as given")
-    parser.add_argument("--mixed_precision", action="store_true",
-                        help="compute in bfloat16 (float16 with loss scaling on GPUs older than Ampere); weights, "
-                             "outputs, loss and PSNR stay float32. About 2x faster on recent CPUs and GPUs")
-    parser.add_argument("--distribute", choices=distribute.MODES, default="none",
-                        help="data-parallel training: none (one device); mirrored (every GPU of this machine, "
-                             "TensorFlow or JAX); multiworker (several machines, TensorFlow, cluster from TF_CONFIG). "
-                             "--batch_size stays per replica: one step trains batch_size x replicas patches")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run in --output_path from its last completed epoch "
-                             "(weights, optimizer, schedule, history); pass the flags it was started with")
+    for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
+        add_flags(parser)
     args = parser.parse_args(argv)
     if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
-        parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, got {args.image_size}")
+        parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, "
+                     f"got {args.image_size}")
     return args
 
 
