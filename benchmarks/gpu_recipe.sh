@@ -40,7 +40,8 @@ if (run / "gpu_utilization.csv").is_file():
     samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines() if line.count(",") == 2]
 mean = lambda values: round(sum(values) / len(values), 1) if values else None
 median = lambda values: sorted(values)[len(values) // 2] if values else None
-epochs = [json.loads(line) for line in (run / "epoch_times.jsonl").read_text().splitlines()]
+times = run / "epoch_times.jsonl"
+epochs = [json.loads(line) for line in times.read_text().splitlines()] if times.is_file() else []
 test = re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB", (run / "test_set14.log").read_text())
 print(json.dumps({"wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
                   "median_epoch_ms_per_step": median(step_ms),
