@@ -240,6 +240,29 @@ class AnnealL0Gamma(keras.callbacks.Callback):
             self.model.make_test_function(force=True)
 
 
+class ImageScores(keras.layers.Layer):
+    """PSNR and SSIM of a batch of copies of one (clean, prediction) pair, float32 0-255 images of the same
+    size: a (batch, 2) float32 array, [PSNR, SSIM] in every row (one row per copy, so a data-parallel
+    prediction can split it among devices). Always float32, also under a mixed-precision policy: bfloat16
+    cannot hold a prediction's 0-255 values finely enough for a PSNR."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+
+    def call(self, clean, prediction):
+        row = ops.stack([psnr(clean, prediction), ssim(clean, prediction)])
+        return ops.tile(ops.expand_dims(row, 0), [ops.shape(clean)[0], 1])
+
+
+def image_scorer(channels):
+    """A Keras model without weights that maps [clean, prediction] to ImageScores. Through predict_on_batch it
+    runs compiled (JAX: one program per image size, TensorFlow: a few traces with relaxed shapes) instead of
+    dispatching the 80-odd operations of PSNR and SSIM one by one for every image and epoch, which JAX also
+    compiles anew, one by one, for every image size (benchmarks/bench_validation.py)."""
+    clean, prediction = keras.Input((None, None, channels)), keras.Input((None, None, channels))
+    return keras.Model([clean, prediction], ImageScores()(clean, prediction), name="image_scores")
+
+
 class ImageValidation(keras.callbacks.Callback):
     """Validates on images of different sizes and adds val_loss, val_PSNR and val_SSIM to the epoch logs.
 
@@ -247,9 +270,10 @@ class ImageValidation(keras.callbacks.Callback):
     validation batches, so a folder of differently sized images cannot go
     through fit(validation_data=...). This predicts each (noisy, clean) pair,
     float32 arrays of shape (1, H, W, C), through `predict_padded` (a few
-    padded shapes, so no new graph per image size) and averages `loss` (what
-    compile() got), the PSNR and the SSIM over the images. It must come before the
-    callbacks that read val_* (checkpoint, history).
+    padded shapes, so no new graph per image size), scores the prediction with an
+    `image_scorer` and averages `loss` (what compile() got; run eagerly, as the
+    L0 loss' gamma changes every epoch), the PSNR and the SSIM over the images.
+    It must come before the callbacks that read val_* (checkpoint, history).
     """
 
     def __init__(self, pairs, loss, replicas=1):
@@ -257,14 +281,19 @@ class ImageValidation(keras.callbacks.Callback):
         self.pairs = list(pairs)
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
         self.replicas = replicas
+        self.scorer = None  # built at the first validation, outside any distribution scope
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.scorer is None:
+            self.scorer = image_scorer(self.pairs[0][1].shape[-1])
         scores = {"val_loss": [], "val_PSNR": [], "val_SSIM": []}
         for noisy, clean in self.pairs:
             prediction = predict_padded(self.model, noisy, replicas=self.replicas)
             scores["val_loss"].append(float(ops.mean(self.loss(clean, prediction))))
-            scores["val_PSNR"].append(float(psnr(clean, prediction)))
-            scores["val_SSIM"].append(float(ssim(clean, prediction)))
+            pair = [fill_to_multiple(clean, self.replicas), fill_to_multiple(prediction, self.replicas)]
+            image_psnr, image_ssim = np.asarray(self.scorer.predict_on_batch(pair))[0]
+            scores["val_PSNR"].append(float(image_psnr))
+            scores["val_SSIM"].append(float(image_ssim))
         logs.update({key: float(np.mean(values)) for key, values in scores.items()})
 
 
@@ -471,6 +500,14 @@ def padded_size(size, multiple=PAD_MULTIPLE):
     return -(-size // multiple) * multiple
 
 
+def fill_to_multiple(batch, replicas):
+    """`batch` with its last item repeated until its length is a multiple of `replicas` (so a data-parallel
+    prediction splits it evenly among devices); itself, no copy, where it already is."""
+    if len(batch) % replicas == 0:  # no extra copy of a large photo in the usual one-replica case
+        return batch
+    return np.concatenate([batch, np.repeat(batch[-1:], -len(batch) % replicas, axis=0)])
+
+
 def predict_padded(model, batch, multiple=PAD_MULTIPLE, replicas=1):
     """The model's float32 output for a (n, H, W, C) float32 0-255 batch, same shape.
 
@@ -482,10 +519,7 @@ def predict_padded(model, batch, multiple=PAD_MULTIPLE, replicas=1):
     """
     count, height, width = batch.shape[:3]
     padding = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
-    padded = np.pad(batch, padding, mode="reflect")
-    if count % replicas:  # no extra copy of a large photo in the usual one-replica case
-        padded = np.concatenate([padded, np.repeat(padded[-1:], -count % replicas, axis=0)])
-    output = model.predict_on_batch(padded)
+    output = model.predict_on_batch(fill_to_multiple(np.pad(batch, padding, mode="reflect"), replicas))
     return np.asarray(output, dtype=np.float32)[:count, :height, :width]
 
 

@@ -10,9 +10,11 @@ comparison, the previous way (model.evaluate per image at its own size). The
 yardstick is one warm forward pass: predict_on_batch on every image at its
 own size, timed after each size was seen once. Prints one JSON line per
 measurement; the ratio uses the median of epochs 2 and later (epoch 1 traces).
-Also times the SSIM that ImageValidation reports (model.ssim: separable window,
-five statistics in one depthwise pass) against the direct way it replaced (five
-11x11 2-D convolutions per channel), over the validation pairs.
+Also times the scoring of the predictions (PSNR and SSIM: compiled through
+model.image_scorer against op by op, first epoch and later ones) and the SSIM
+that ImageValidation reports (model.ssim: separable window, five statistics in
+one depthwise pass) against the direct way it replaced (five 11x11 2-D
+convolutions per channel), over the validation pairs.
 """
 import argparse
 import json
@@ -42,7 +44,7 @@ def get_args():
     parser.add_argument("--test_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/Set14"),
                         help="validation images")
     parser.add_argument("--epochs", type=int, default=4, help="validation epochs to time")
-    parser.add_argument("--ssim_only", action="store_true", help="time the SSIM only (no model)")
+    parser.add_argument("--ssim_only", action="store_true", help="time the scoring and the SSIM only (no model)")
     return parser.parse_args()
 
 
@@ -93,10 +95,34 @@ def time_ssim(pairs, repeats=3):
                           max_abs_difference=worst, images=len(pairs), backend=keras.backend.backend())), flush=True)
 
 
+def time_scores(pairs, epochs):
+    """One JSON line: seconds a validation spends on the PSNR and SSIM of every (noisy, clean) pair, per epoch
+    (the first compiles), through model.image_scorer (compiled, as ImageValidation does) and op by op (as it
+    did before 2026-11-27). Runs before anything else has compiled an operation for these image sizes."""
+    scorer = models.image_scorer(pairs[0][1].shape[-1])
+
+    def compiled():
+        for noisy, clean in pairs:
+            np.asarray(scorer.predict_on_batch([clean, noisy]))
+
+    def op_by_op():
+        for noisy, clean in pairs:
+            float(models.psnr(clean, noisy)), float(models.ssim(clean, noisy))
+
+    times = {name: [seconds(run) for _ in range(epochs)] for name, run in (("compiled", compiled),
+                                                                            ("op_by_op", op_by_op))}
+    rounded = {name: [round(t, 3) for t in epoch_times] for name, epoch_times in times.items()}
+    print(json.dumps(dict(bench="scores_epoch", epoch_seconds=rounded,
+                          later_speedup=round(statistics.median(times["op_by_op"][1:])
+                                              / statistics.median(times["compiled"][1:]), 2),
+                          images=len(pairs), backend=keras.backend.backend())), flush=True)
+
+
 def main():
     args = get_args()
     pairs = generator.load_validation_data(generator.load_images(images.list_images(args.test_dir)),
                                            get_noise_model("gaussian,25,25"))
+    time_scores(pairs, args.epochs)
     time_ssim(pairs)
     if args.ssim_only:
         return 0

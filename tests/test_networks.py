@@ -182,6 +182,29 @@ def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mi
     assert model.predict_on_batch(x).dtype == np.float32 and np.isfinite(logs["loss"][0])
 
 
+def test_image_validation_scores_each_image_as_psnr_and_ssim_do(mixed_precision):
+    """The compiled scorer (float32 even under mixed precision) gives each image's PSNR and SSIM, and
+    ImageValidation averages them over images of different sizes, for copies of a pair as for one."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for height, width in [(40, 56), (33, 70)]:
+        clean = rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32)
+        pairs.append((np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.float32), clean))
+    near = rng.uniform(0, 250, (1, 24, 24, 3)).astype(np.float32)  # off by 0.25: 60.17 dB, lost in bfloat16
+    near_psnr = models.image_scorer(3).predict_on_batch([near, near + 0.25])[0][0]
+    assert abs(near_psnr - 10 * np.log10(255**2 / 0.0625)) < 0.01
+    model = models.get_model("srresnet")
+    for replicas in (1, 2):
+        logs = {}
+        validation = models.ImageValidation(pairs, "mse", replicas=replicas)
+        validation.set_model(model)
+        validation.on_epoch_end(0, logs)
+        predictions = [models.predict_padded(model, noisy) for noisy, _ in pairs]
+        for key, metric in (("val_PSNR", models.psnr), ("val_SSIM", models.ssim)):
+            expected = np.mean([float(metric(clean, p)) for (_, clean), p in zip(pairs, predictions)])
+            assert abs(logs[key] - expected) < 1e-4 * max(1, abs(expected)), (key, replicas)
+
+
 @pytest.mark.parametrize("height, width", [(17, 45), (64, 64), (100, 30)])
 def test_padded_prediction_keeps_the_size_and_matches_a_pointwise_model(height, width):
     """A 1x1 conv sees no neighbours, so the mirrored padding must not change a single output pixel."""
