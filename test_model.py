@@ -11,6 +11,7 @@ denoised image against the original, then their means.
 """
 import argparse
 import csv
+import functools
 import sys
 from pathlib import Path
 
@@ -98,16 +99,18 @@ def get_args(argv=None):
     return args
 
 
-def image_psnr(reference, image):
-    """PSNR in dB of two images on the 0-255 scale through the one PSNR of model.py (inf where they are equal)."""
-    if np.array_equal(reference, image):
-        return float("inf")
-    return float(models.psnr(reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)))
+@functools.cache
+def image_scorer(channels):
+    """One model.image_scorer per channel count for the whole run (it compiles once per image size)."""
+    return models.image_scorer(channels)
 
 
-def image_ssim(reference, image):
-    """SSIM of two HxWx3 images on the 0-255 scale through the one SSIM of model.py."""
-    return float(models.ssim(reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)))
+def image_scores(reference, image):
+    """(PSNR in dB, SSIM) of an HxWxC image against its reference, both on the 0-255 scale, through the one
+    PSNR and SSIM of model.py (PSNR inf where they are equal)."""
+    pair = [reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)]
+    psnr, ssim = np.asarray(image_scorer(reference.shape[-1]).predict_on_batch(pair), dtype=np.float64)[0]
+    return float(psnr), float(ssim)
 
 
 def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):
@@ -231,8 +234,7 @@ def denoise_folder(model, paths, args, output_dir):
         reference, noisy, denoised, picture = result
         done += 1
         if has_reference:
-            rows.append((name, image_psnr(reference, noisy), image_ssim(reference, noisy),
-                         image_psnr(reference, denoised), image_ssim(reference, denoised)))
+            rows.append((name, *image_scores(reference, noisy), *image_scores(reference, denoised)))
             print(f"[{number}/{len(paths)}] {name}: noisy {rows[-1][1]:.2f} dB, denoised {rows[-1][3]:.2f} dB "
                   f"(SSIM {rows[-1][2]:.3f} -> {rows[-1][4]:.3f})")
         else:

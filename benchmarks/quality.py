@@ -37,7 +37,7 @@ import generator  # noqa: E402
 import images  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
-from test_model import image_psnr, image_ssim  # noqa: E402
+from test_model import image_scores  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
 # noise -> (training noise, loss, validation noise), as in the original README
@@ -83,9 +83,8 @@ def train(args, noise, name, target, *extra):
 
 def scores(pairs, outputs):
     """Mean PSNR and SSIM of `outputs` against the clean images of `pairs`."""
-    psnrs = [image_psnr(clean, output) for (_, clean), output in zip(pairs, outputs)]
-    ssims = [image_ssim(clean, output) for (_, clean), output in zip(pairs, outputs)]
-    return round(float(np.mean(psnrs)), 3), round(float(np.mean(ssims)), 4)
+    psnr, ssim = np.mean([image_scores(clean, output) for (_, clean), output in zip(pairs, outputs)], axis=0)
+    return round(float(psnr), 3), round(float(ssim), 4)
 
 
 def best_nlm(pairs):
