@@ -281,7 +281,7 @@ class ImageValidation(keras.callbacks.Callback):
         self.pairs = list(pairs)
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
         self.replicas = replicas
-        self.scorer = None  # built at the first validation, outside any distribution scope
+        self.scorer = None  # built at the first validation, within fit (and any distribution it runs in)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.scorer is None:
