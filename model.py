@@ -263,6 +263,14 @@ def image_scorer(channels):
     return keras.Model([clean, prediction], ImageScores()(clean, prediction), name="image_scores")
 
 
+def score_image(scorer, clean, prediction, replicas=1):
+    """(PSNR in dB, SSIM) of a (1, H, W, C) float32 0-255 prediction against its clean image, through `scorer`
+    (an image_scorer); the pair is copied `replicas` times for a data-parallel scorer."""
+    pair = [fill_to_multiple(clean, replicas), fill_to_multiple(prediction, replicas)]
+    image_psnr, image_ssim = np.asarray(scorer.predict_on_batch(pair), dtype=np.float64)[0]
+    return float(image_psnr), float(image_ssim)
+
+
 class ImageValidation(keras.callbacks.Callback):
     """Validates on images of different sizes and adds val_loss, val_PSNR and val_SSIM to the epoch logs.
 
@@ -290,10 +298,9 @@ class ImageValidation(keras.callbacks.Callback):
         for noisy, clean in self.pairs:
             prediction = predict_padded(self.model, noisy, replicas=self.replicas)
             scores["val_loss"].append(float(ops.mean(self.loss(clean, prediction))))
-            pair = [fill_to_multiple(clean, self.replicas), fill_to_multiple(prediction, self.replicas)]
-            image_psnr, image_ssim = np.asarray(self.scorer.predict_on_batch(pair))[0]
-            scores["val_PSNR"].append(float(image_psnr))
-            scores["val_SSIM"].append(float(image_ssim))
+            image_psnr, image_ssim = score_image(self.scorer, clean, prediction, self.replicas)
+            scores["val_PSNR"].append(image_psnr)
+            scores["val_SSIM"].append(image_ssim)
         logs.update({key: float(np.mean(values)) for key, values in scores.items()})
 
 

@@ -42,8 +42,8 @@ def standard_normal(rng, shape):
     """float32 N(0, 1) samples of `shape` (inverse transform through NORMAL_QUANTILES).
 
     The 16-bit indices are the raw 64-bit words of `rng`'s bit generator cut in four (every bit of PCG64's
-    output is uniform): a third of the time of rng.integers(dtype=uint16), which goes through bounded-integer
-    sampling per value; np.take gathers faster than fancy indexing. Both release the GIL.
+    output is uniform): about half the time of rng.integers(dtype=uint16), which goes through bounded-integer
+    sampling per value; np.take gathers faster than fancy indexing (benchmarks/RESULTS.md).
     """
     size = math.prod(shape)
     indices = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]

@@ -108,9 +108,8 @@ def image_scorer(channels):
 def image_scores(reference, image):
     """(PSNR in dB, SSIM) of an HxWxC image against its reference, both on the 0-255 scale, through the one
     PSNR and SSIM of model.py (PSNR inf where they are equal)."""
-    pair = [reference[np.newaxis].astype(np.float32), image[np.newaxis].astype(np.float32)]
-    psnr, ssim = np.asarray(image_scorer(reference.shape[-1]).predict_on_batch(pair), dtype=np.float64)[0]
-    return float(psnr), float(ssim)
+    return models.score_image(image_scorer(reference.shape[-1]), reference[np.newaxis].astype(np.float32),
+                              image[np.newaxis].astype(np.float32))
 
 
 def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):

@@ -47,14 +47,36 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
+class EpochTimesWriter(keras.callbacks.Callback):
+    """Appends one JSON line an epoch to `path`: {"epoch", "steps_s", "end_of_epoch_s", "since_start_s"}, from
+    the two timers of timed_epochs (it must come after both)."""
+
+    def __init__(self, path, steps_timer, epoch_timer):
+        super().__init__()
+        self.path, self.steps_timer, self.epoch_timer = Path(path), steps_timer, epoch_timer
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps, whole = self.steps_timer.seconds[-1], self.epoch_timer.seconds[-1]
+        line = dict(epoch=epoch + 1, steps_s=round(steps, 3), end_of_epoch_s=round(whole - steps, 3),
+                    since_start_s=round(time.perf_counter() - self.start, 1))
+        with open(self.path, "a") as times:
+            times.write(json.dumps(line) + "\n")
+
+
 @contextlib.contextmanager
-def timed_epochs():
+def timed_epochs(log_path=None):
     """Within: train.py's callbacks are preceded by an EpochTimer (its epochs' training steps, device included)
-    and followed by one (the whole epoch, with validation, checkpoint, history and backup). Yields both."""
+    and followed by one (the whole epoch, with validation, checkpoint, history and backup), and with `log_path`
+    by an EpochTimesWriter to it. Yields both timers."""
     steps_timer, epoch_timer = EpochTimer(wait_for_device=True), EpochTimer()
     training_callbacks = models.training_callbacks
-    models.training_callbacks = lambda *args, **kwargs: [steps_timer, *training_callbacks(*args, **kwargs),
-                                                         epoch_timer]
+
+    def timed_callbacks(*args, **kwargs):
+        writer = [] if log_path is None else [EpochTimesWriter(log_path, steps_timer, epoch_timer)]
+        return [steps_timer, *training_callbacks(*args, **kwargs), epoch_timer, *writer]
+
+    models.training_callbacks = timed_callbacks
     try:
         yield steps_timer, epoch_timer
     finally:
