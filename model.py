@@ -241,17 +241,27 @@ class AnnealL0Gamma(keras.callbacks.Callback):
 
 
 class ImageScores(keras.layers.Layer):
-    """PSNR and SSIM of a batch of copies of one (clean, prediction) pair, float32 0-255 images of the same
-    size: a (batch, 2) float32 array, [PSNR, SSIM] in every row (one row per copy, so a data-parallel
-    prediction can split it among devices). Always float32, also under a mixed-precision policy: bfloat16
-    cannot hold a prediction's 0-255 values finely enough for a PSNR."""
+    """PSNR and SSIM of a batch of copies of one (clean, prediction) pair, float32 0-255 (batch, H, W, C)
+    images: a (batch, 2) float32 array, [PSNR, SSIM] in every row (one row per copy, so a data-parallel
+    prediction can split it among devices); with `loss` (what compile() got: 'mse', 'mae' or a Loss object)
+    (batch, 3), [loss, PSNR, SSIM]. A prediction larger than its clean image (that of a padded image) is cropped
+    to it at the top left first. Always float32, also under a mixed-precision policy: bfloat16 cannot hold a
+    prediction's 0-255 values finely enough for a PSNR. An L0Loss' gamma is tracked as a weight of this layer, so
+    a compiled model reads the value AnnealL0Gamma set for this epoch (on JAX a variable outside the model's own
+    weights would be frozen at its value of the first call)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, loss=None, **kwargs):
         super().__init__(dtype="float32", **kwargs)
+        self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+        if isinstance(getattr(loss, "gamma", None), keras.Variable):
+            self.loss_gamma = loss.gamma
 
     def call(self, clean, prediction):
-        row = ops.stack([psnr(clean, prediction), ssim(clean, prediction)])
-        return ops.tile(ops.expand_dims(row, 0), [ops.shape(clean)[0], 1])
+        prediction = prediction[:, :ops.shape(clean)[1], :ops.shape(clean)[2]]
+        scores = [psnr(clean, prediction), ssim(clean, prediction)]
+        if self.loss is not None:
+            scores.insert(0, ops.mean(self.loss(clean, prediction)))
+        return ops.tile(ops.expand_dims(ops.stack(scores), 0), [ops.shape(clean)[0], 1])
 
 
 def image_scorer(channels):
@@ -271,37 +281,42 @@ def score_image(scorer, clean, prediction, replicas=1):
     return float(image_psnr), float(image_ssim)
 
 
+def validation_model(model, loss, channels):
+    """A Keras model [padded noisy image, clean image] -> [loss, PSNR, SSIM] of `model`'s prediction (ImageScores
+    with `loss`): through predict_on_batch, one compiled program per image size predicts and scores an image,
+    and only its three numbers come back from the device."""
+    noisy, clean = keras.Input((None, None, channels)), keras.Input((None, None, channels))
+    return keras.Model([noisy, clean], ImageScores(loss)(clean, model(noisy)), name="validation")
+
+
 class ImageValidation(keras.callbacks.Callback):
     """Validates on images of different sizes and adds val_loss, val_PSNR and val_SSIM to the epoch logs.
 
     Keras' TensorFlow data adapter fixes one tensor shape from the first two
     validation batches, so a folder of differently sized images cannot go
-    through fit(validation_data=...). This predicts each (noisy, clean) pair,
-    float32 arrays of shape (1, H, W, C), through `predict_padded` (a few
-    padded shapes, so no new graph per image size), scores the prediction with an
-    `image_scorer` and averages `loss` (what compile() got; run eagerly, as the
-    L0 loss' gamma changes every epoch), the PSNR and the SSIM over the images.
-    It must come before the callbacks that read val_* (checkpoint, history).
+    through fit(validation_data=...). Each (noisy, clean) pair, float32 arrays
+    of shape (1, H, W, C), goes through a `validation_model` of the training
+    model: the noisy image mirrored up to a multiple of PAD_MULTIPLE (as
+    `predict_padded` does), predicted, cropped back and scored with `loss`
+    (what compile() got), PSNR and SSIM in one compiled program per image size;
+    the three are averaged over the images. It must come before the callbacks
+    that read val_* (checkpoint, history).
     """
 
     def __init__(self, pairs, loss, replicas=1):
         super().__init__()
-        self.pairs = list(pairs)
-        self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
-        self.replicas = replicas
-        self.scorer = None  # built at the first validation, within fit (and any distribution it runs in)
+        # Padded once: the same inputs every epoch. Copies of a pair fill a data-parallel batch evenly.
+        self.inputs = [[fill_to_multiple(reflect_padded(noisy), replicas), fill_to_multiple(clean, replicas)]
+                       for noisy, clean in pairs]
+        self.loss = loss
+        self.scores = None  # the validation_model, built at the first validation (within fit's distribution)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.scorer is None:
-            self.scorer = image_scorer(self.pairs[0][1].shape[-1])
-        scores = {"val_loss": [], "val_PSNR": [], "val_SSIM": []}
-        for noisy, clean in self.pairs:
-            prediction = predict_padded(self.model, noisy, replicas=self.replicas)
-            scores["val_loss"].append(float(ops.mean(self.loss(clean, prediction))))
-            image_psnr, image_ssim = score_image(self.scorer, clean, prediction, self.replicas)
-            scores["val_PSNR"].append(image_psnr)
-            scores["val_SSIM"].append(image_ssim)
-        logs.update({key: float(np.mean(values)) for key, values in scores.items()})
+        if self.scores is None:
+            self.scores = validation_model(self.model, self.loss, self.inputs[0][1].shape[-1])
+        per_image = np.array([np.asarray(self.scores.predict_on_batch(inputs), np.float64)[0]
+                              for inputs in self.inputs])
+        logs.update(dict(zip(("val_loss", "val_PSNR", "val_SSIM"), (float(v) for v in per_image.mean(axis=0)))))
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -334,9 +349,31 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = value
 
 
+SAVED_OBJECT_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
+
+
+def cache_keras_save_skipsets():
+    """Works around a Keras 3 (up to 3.15 at least) slip that makes every save_weights build some hundred
+    throw-away layers: saving_lib.get_attr_skipset caches its per-kind attribute set under
+    "saving_attr_skipset_<kind>" but looks it up under "saving_attr_skiplist_<kind>", so it never finds it.
+    Storing the sets under the looked-up name too takes about a third off each save of the SRResNet (weights
+    and optimizer state: BestCheckpoint, the --resume backup every epoch). Keras keeps them per thread, until
+    clear_session(); call this in the thread that saves. Does nothing where Keras' internals differ."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+
+        for kind in SAVED_OBJECT_KINDS:
+            if global_state.get_global_attribute(f"saving_attr_skiplist_{kind}") is None:
+                global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", saving_lib.get_attr_skipset(kind))
+    except (ImportError, AttributeError, ValueError):
+        return
+
+
 def save_weights_atomically(model, path):
     """model.save_weights(path) through a temporary file beside it ('.partial.' + name, which no
     'weights.*' pattern matches), renamed over `path` once complete."""
+    cache_keras_save_skipsets()
     folder, name = os.path.split(str(path))
     os.makedirs(folder or ".", exist_ok=True)
     temporary = os.path.join(folder, ".partial." + name)
@@ -427,6 +464,7 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     `history` (per-epoch lists of the completed epochs) continues an interrupted run; the backup is
     written after the history, so a kill between the two leaves the history ahead, never behind.
     """
+    cache_keras_save_skipsets()  # in fit's thread, which runs the epoch-end callbacks and their saves
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     best_so_far = max((history or {}).get("val_PSNR", []), default=None)
     backup = keras.callbacks.BackupAndRestore(os.path.join(str(output_path), BACKUP_FOLDER), delete_checkpoint=False,
@@ -515,18 +553,24 @@ def fill_to_multiple(batch, replicas):
     return np.concatenate([batch, np.repeat(batch[-1:], -len(batch) % replicas, axis=0)])
 
 
+def reflect_padded(batch, multiple=PAD_MULTIPLE):
+    """A (n, H, W, C) batch mirrored (numpy 'reflect') at the bottom and right up to multiples of `multiple`, so
+    that edge pixels see image-like context and the padded shapes repeat across images."""
+    height, width = batch.shape[1:3]
+    padding = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
+    return np.pad(batch, padding, mode="reflect")
+
+
 def predict_padded(model, batch, multiple=PAD_MULTIPLE, replicas=1):
     """The model's float32 output for a (n, H, W, C) float32 0-255 batch, same shape.
 
-    The batch is mirrored (numpy 'reflect') at the bottom and right up to a
-    multiple of `multiple` and the output is cropped back, so edge pixels see
-    image-like context and shapes repeat across images. A model trained data-parallel
+    The batch is mirrored up to a multiple of `multiple` (`reflect_padded`) and
+    the output is cropped back. A model trained data-parallel
     over `replicas` devices gets a batch whose length is a multiple of that (the last image repeated):
     its batch is split evenly among them.
     """
     count, height, width = batch.shape[:3]
-    padding = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
-    output = model.predict_on_batch(fill_to_multiple(np.pad(batch, padding, mode="reflect"), replicas))
+    output = model.predict_on_batch(fill_to_multiple(reflect_padded(batch, multiple), replicas))
     return np.asarray(output, dtype=np.float32)[:count, :height, :width]
 
 

@@ -8,24 +8,44 @@ work (Keras' Python loop, making and handing over a batch, dispatching the step,
 stay well below the GPU's step time (8.6 ms for the recipe's SRResNet in bfloat16 on an H200) or the GPU waits.
 Each configuration runs train.py's train() (the recipe's data: 128x128 patches, batch 8, zero-mean gaussian
 targets, Set14 validation every epoch) for --nb_epochs epochs of --steps batches and prints one JSON line:
-milliseconds a training step and seconds of end-of-epoch work (validation, checkpoint, history, backup), averaged
+milliseconds a training step and seconds of end-of-epoch work (validation, checkpoint, history, backup: in all
+and per callback, under its class name), averaged
 over the epochs after the first (which compiles).
 
 Hollow steps (the default; JAX): after the first real step, each training step takes its batches from the feed
 and dispatches the model's whole state (its weight and optimizer arrays) and the batch to a compiled function
 that does nothing with them, so the milliseconds a step are the host's share alone, on any machine, the
 2-core CPU included. With --real_steps the steps run for real (any backend), arithmetic included.
+Simulated device (--device_ms D, JAX on a CPU): each hollow step also keeps one XLA CPU thread busy for about
+D ms (a chain of matrix products sized to D ms at start-up, each step's waiting on the previous one's, as a
+GPU's steps do), so the CPU stands in for a GPU: XLA runs the products while the Python loop goes on, exactly as
+JAX dispatches to a GPU. A loop that never waits for the device then takes max(D, host share) a step, one that
+waits after every step D + host share. The JSON line gives the device's share of the steps' wall time
+(device_busy = D x steps / wall time of the steps, D timed alone just before and after the configuration; this
+machine's noise can put it above 1) and the epoch's edges: loop_head_ms from the epoch's start to its first
+dispatch, loop_tail_ms from its last dispatch to the end-of-epoch callbacks, device_tail_ms from there until the
+device had finished: the steps the loop had queued ahead of it (one step's D or less if the loop waits for every
+step). XLA's CPU client is limited to one thread for this, so the other core is the host's.
 The network is a stand-in with the SRResNet's layers and 219 weight arrays but next to no arithmetic (each
 patch pooled 8 x 8, 1 filter per convolution instead of 64, enlarged back), so that validation and the real
-steps stay cheap. The configuration "premade" feeds batches made beforehand: the loop without the generator.
+steps stay cheap. The configuration "premade" feeds batches made beforehand: the loop without the generator;
+"synced" adds a callback that reads the loss after every step (the control: a loop that waits for the device).
 """
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+if any(arg.startswith("--device_ms") for arg in sys.argv):
+    # The simulated device is one XLA CPU thread; XLA reads its flags when JAX starts its CPU client, before
+    # any argument parsing could happen (the imports below start it).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
@@ -40,6 +60,7 @@ from bench_train import timed_epochs  # noqa: E402  (this script's folder is on 
 SHARED = Path(__file__).resolve().parents[2] / "shared/datasets"
 POOL = 8  # the stand-in's convolutions see the patches pooled 8 x 8
 PREMADE = "premade"  # in a configuration: feed batches made beforehand instead of the generator
+SYNCED = "synced"  # in a configuration: add a callback that reads the loss after every step (the control)
 RECIPE = "--image_size 128 --batch_size 8 --lr 0.001 --seed 0 --zero_mean_targets"
 
 
@@ -73,6 +94,25 @@ def premade_batches():
         train.make_datasets = make_datasets
 
 
+class ReadLossEveryStep(keras.callbacks.Callback):
+    """Reads every step's loss back in the training loop (not async_safe): the loop waits for the device after
+    each step, as it did with train.py's callbacks before they were all async-safe. The control of --device_ms."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])
+
+
+@contextlib.contextmanager
+def loss_read_every_step():
+    """Within: train.py's callbacks end with a ReadLossEveryStep."""
+    training_callbacks = models.training_callbacks
+    models.training_callbacks = lambda *args, **kwargs: [*training_callbacks(*args, **kwargs), ReadLossEveryStep()]
+    try:
+        yield
+    finally:
+        models.training_callbacks = training_callbacks
+
+
 @contextlib.contextmanager
 def stand_in_network(filters):
     """Within: train.py builds the stand-in network (an SRResNet of `filters` filters inside)."""
@@ -93,32 +133,87 @@ def stand_in_network(filters):
         models.get_model = get_model
 
 
-def hollow_step(real_step, steps_per_execution):
-    """A JAX train_function (state, batch iterator) -> (logs, state): the first call runs `real_step` (which
-    compiles, and gives the logs); later calls take `steps_per_execution` batches and dispatch the state with
-    each batch to a compiled no-op, returning the state unchanged and the first call's logs."""
+def busy_device(size):
+    """A compiled JAX function (token, state, batch, logs) -> (token, the state's last trainable array, logs):
+    four products of `size` x `size` float32 matrices, a fixed amount of device work that waits for the previous
+    call's token (as a training step waits for the previous step's weights) and ignores the state and the batch
+    it is handed, but for the last trainable array and the logs it gives back: the same values, now waiting for
+    the products, so that reading a weight or a step's loss back waits for the device as after a real step."""
     import jax
     import jax.numpy as jnp
 
-    dispatch = jax.jit(lambda state, batch: jnp.zeros(()))
+    def busy(token, state, batch, logs):
+        product = jnp.full((size, size), 1.0 / size, jnp.float32) + token
+        for _ in range(4):
+            product = product @ product
+        token = product[0, 0] * 0.0  # 0: every call computes the same products
+        last = state[0][-1]
+        return token, last + token.astype(last.dtype), {key: value + token for key, value in logs.items()}
+
+    return jax.jit(busy)
+
+
+def device_ms_per_call(busy, calls=50):
+    """Milliseconds a call of `busy` (a busy_device) takes, called back to back with nothing else to do."""
+    import jax.numpy as jnp
+
+    token, state, logs = jnp.zeros(()), ([jnp.zeros(3)],), {"loss": jnp.zeros(())}
+    busy(token, state, (), logs)[0].block_until_ready()  # compiles
+    start = time.perf_counter()
+    for _ in range(calls):
+        token, _, logs = busy(token, state, (), logs)
+    token.block_until_ready()
+    return 1000 * (time.perf_counter() - start) / calls
+
+
+def calibrated_device(milliseconds):
+    """A busy_device whose call takes about `milliseconds` on this machine."""
+    size = 256
+    for _ in range(3):  # the products' time grows about as size ** 3 (less where caches help small sizes)
+        size = round(size * (milliseconds / device_ms_per_call(busy_device(size), calls=20)) ** (1 / 3))
+    return busy_device(size)
+
+
+DISPATCHED = []  # time.perf_counter() after each hollow step's dispatch (the steps of the current configuration)
+
+
+def hollow_step(real_step, steps_per_execution, device=None):
+    """A JAX train_function (state, batch iterator) -> (logs, state): the first call runs `real_step` (which
+    compiles, and gives the logs); later calls take `steps_per_execution` batches and dispatch the state with
+    each batch to a compiled function, returning the state unchanged with the first call's logs: the function
+    does nothing, or with `device` (a busy_device) a fixed amount of device work each time (and the logs and the
+    state's last array then wait for it)."""
+    import jax
+    import jax.numpy as jnp
+
+    if device is None:
+        dispatch = jax.jit(lambda token, state, batch: token)
     first_logs = {}
+    token = [jnp.zeros(())]
 
     def step(state, iterator):
         if not first_logs:
             logs, state = real_step(state, iterator)
             first_logs.update(logs)
             return logs, state
+        logs = dict(first_logs)
         for _, batch in zip(range(steps_per_execution), iterator):
-            dispatch(state, batch)
-        return dict(first_logs), state
+            if device is None:
+                dispatch(token[0], state, batch)
+                continue
+            token[0], last, logs = device(token[0], state, batch, first_logs)
+            state = ([*state[0][:-1], last], *state[1:])
+            DISPATCHED.append(time.perf_counter())
+        return logs, state
 
     step.hollow = True
     return step
 
 
 @contextlib.contextmanager
-def hollow_steps():
-    """Within: Keras' JAX trainer trains with hollow_step (the host's work of a step without the device's)."""
+def hollow_steps(device=None):
+    """Within: Keras' JAX trainer trains with hollow_step (the host's work of a step without the device's, or
+    with `device`'s simulated work)."""
     if keras.backend.backend() != "jax":
         raise SystemExit("bench_host.py: hollow steps need KERAS_BACKEND=jax (or pass --real_steps)")
     from keras.src.backend.jax.trainer import JAXTrainer
@@ -128,7 +223,7 @@ def hollow_steps():
     def make_hollow(trainer, force=False):
         make_train_function(trainer, force)
         if not getattr(trainer.train_function, "hollow", False):
-            trainer.train_function = hollow_step(trainer.train_function, trainer.steps_per_execution)
+            trainer.train_function = hollow_step(trainer.train_function, trainer.steps_per_execution, device)
 
     JAXTrainer.make_train_function = make_hollow
     try:
@@ -137,22 +232,45 @@ def hollow_steps():
         JAXTrainer.make_train_function = make_train_function
 
 
-def time_config(config, args, distribution):
-    """(ms a training step, s of the end-of-epoch callbacks a epoch, the parsed flags) of train.py's train()
-    with the extra flags `config`, over the epochs after the first."""
+def epoch_edges_ms(timer):
+    """How the simulated device's work met an epoch's edges, mean milliseconds over the epochs after the first,
+    from the steps timer of timed_epochs and the dispatch times: {"loop_head_ms": from the epoch's start to its
+    first step's dispatch (the feed's start and first batch), "loop_tail_ms": from its last step's dispatch to
+    the end-of-epoch callbacks (the feed's stop), "device_tail_ms": from there until the device had finished the
+    epoch's steps (the steps queued ahead; one step's device time or less where the loop waits for every step)}."""
+    edges = {"loop_head_ms": [], "loop_tail_ms": [], "device_tail_ms": []}
+    for start, reached, end in list(zip(timer.starts, timer.reached, timer.ends))[1:]:
+        dispatched = [t for t in DISPATCHED if start <= t <= reached]
+        edges["loop_head_ms"].append(dispatched[0] - start)
+        edges["loop_tail_ms"].append(reached - dispatched[-1])
+        edges["device_tail_ms"].append(end - reached)
+    return {key: 1000 * sum(values) / len(values) for key, values in edges.items()}
+
+
+def time_config(config, args, distribution, device=None):
+    """{ms_per_step, end_of_epoch_s, and with `device` the epoch_edges_ms} of train.py's train() with the flags
+    `config`, averaged over the epochs after the first, and the parsed flags."""
+    DISPATCHED.clear()
     with tempfile.TemporaryDirectory() as output:
         argv = ["--image_dir", args.image_dir, "--test_dir", args.test_dir, *shlex.split(RECIPE),
                 "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--output_path", output,
                 *shlex.split(config)]
-        run_args = train.get_args([arg for arg in argv if arg != PREMADE])
+        run_args = train.get_args([arg for arg in argv if arg not in (PREMADE, SYNCED)])
         feed = premade_batches() if PREMADE in argv else contextlib.nullcontext()
-        steps = contextlib.nullcontext() if args.real_steps else hollow_steps()
-        with stand_in_network(args.filters), timed_epochs() as (training_timer, epoch_timer), feed, steps, \
+        steps = contextlib.nullcontext() if args.real_steps else hollow_steps(device)
+        control = loss_read_every_step() if SYNCED in argv else contextlib.nullcontext()
+        with stand_in_network(args.filters), control, timed_epochs() as (training_timer, epoch_timer), feed, steps, \
                 open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
             train.train(run_args, distribution)
     training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]
     end_of_epoch = [whole - steps for whole, steps in zip(epochs, training)]
-    return 1000 * sum(training) / len(training) / args.steps, sum(end_of_epoch) / len(end_of_epoch), run_args
+    parts = epoch_timer.parts[1:]
+    times = dict(ms_per_step=1000 * sum(training) / len(training) / args.steps,
+                 end_of_epoch_s=sum(end_of_epoch) / len(end_of_epoch),
+                 **{f"{name}_s": sum(part[name] for part in parts) / len(parts) for name in parts[0]})
+    if device is not None:
+        times.update(epoch_edges_ms(training_timer))
+    return times, run_args
 
 
 def get_args():
@@ -163,11 +281,16 @@ def get_args():
     parser.add_argument("--config", nargs="+", default=[PREMADE, "--workers 2", "--workers 8",
                                                         "--workers 8 --steps_per_execution 10"],
                         help=f"train.py flags to time, one quoted string per configuration; with the word "
-                             f"{PREMADE}: its batches made before training and fed from memory (the loop alone)")
+                             f"{PREMADE}: its batches made before training and fed from memory (the loop alone); "
+                             f"with {SYNCED}: a callback reads the loss after every step (the loop waits for the "
+                             f"device each step, the control of --device_ms)")
     parser.add_argument("--filters", type=int, default=1, help="filters per convolution of the stand-in SRResNet")
     parser.add_argument("--real_steps", action="store_true",
                         help="run the stand-in's real training steps (any backend; their arithmetic included) "
                              "instead of hollow ones (JAX; the host's work alone)")
+    parser.add_argument("--device_ms", type=float, default=0.0,
+                        help="simulate a device whose training step takes this many ms (JAX on a CPU: one XLA CPU "
+                             "thread kept busy that long by each hollow step); 0: no device work")
     parser.add_argument("--nb_epochs", type=int, default=3, help="epochs per configuration (the first is not timed)")
     parser.add_argument("--steps", type=int, default=200, help="batches per epoch")
     return parser.parse_args()
@@ -175,14 +298,21 @@ def get_args():
 
 def main():
     args = get_args()
+    if args.device_ms and args.real_steps:
+        raise SystemExit("bench_host.py: --device_ms simulates the device of hollow steps; leave out --real_steps")
     distribution = train.start_devices(train.get_args([]))
+    device = calibrated_device(args.device_ms) if args.device_ms else None
     for config in args.config:
-        ms_per_step, end_of_epoch, run_args = time_config(config, args, distribution)
-        print(json.dumps(dict(bench="host_step", config=config, ms_per_step=round(ms_per_step, 2),
-                              end_of_epoch_s=round(end_of_epoch, 3), real_steps=args.real_steps,
-                              filters=args.filters, steps=args.steps, epochs_timed=args.nb_epochs - 1,
-                              workers=run_args.workers, backend=keras.backend.backend(),
-                              device=distribution.description)), flush=True)
+        before = device_ms_per_call(device) if device else 0.0
+        times, run_args = time_config(config, args, distribution, device)
+        if device is not None:  # the device's share of the steps' wall time, its step timed around the run
+            device_ms = (before + device_ms_per_call(device)) / 2
+            times.update(device_ms=device_ms, device_busy=device_ms / times["ms_per_step"])
+        rounded = {key: round(value, 3) for key, value in times.items()}
+        print(json.dumps(dict(bench="host_step", config=config, **rounded,
+                              real_steps=args.real_steps, filters=args.filters, steps=args.steps,
+                              epochs_timed=args.nb_epochs - 1, workers=run_args.workers,
+                              backend=keras.backend.backend(), device=distribution.description)), flush=True)
     return 0
 
 

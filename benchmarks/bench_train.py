@@ -37,19 +37,37 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.wait_for_device = wait_for_device
         self.seconds = []
+        # time.perf_counter() at each epoch's start, on reaching its end (before waiting for the device) and at its end
+        self.starts, self.reached, self.ends = [], [], []
+        self.parts = []  # per epoch: {callback class name: seconds of its on_epoch_end}, where timed (time_parts)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.starts.append(time.perf_counter())
+        self.parts.append({})
+
+    def time_parts(self, callbacks):
+        """Wraps the on_epoch_end of `callbacks` (they must run within this timer's epochs) so that each one's
+        seconds go into this epoch's `parts`, under its class name."""
+        for callback in callbacks:
+            def timed(epoch, logs=None, hook=callback.on_epoch_end, name=type(callback).__name__):
+                start = time.perf_counter()
+                hook(epoch, logs)
+                self.parts[-1][name] = self.parts[-1].get(name, 0.0) + time.perf_counter() - start
+
+            callback.on_epoch_end = timed
 
     def on_epoch_end(self, epoch, logs=None):
+        self.reached.append(time.perf_counter())
         if self.wait_for_device:
             keras.ops.convert_to_numpy(self.model.trainable_weights[-1])
-        self.seconds.append(time.perf_counter() - self.start)
+        self.ends.append(time.perf_counter())
+        self.seconds.append(self.ends[-1] - self.starts[-1])
 
 
 class EpochTimesWriter(keras.callbacks.Callback):
-    """Appends one JSON line an epoch to `path`: {"epoch", "steps_s", "end_of_epoch_s", "since_start_s"}, from
-    the two timers of timed_epochs (it must come after both)."""
+    """Appends one JSON line an epoch to `path`: {"epoch", "steps_s", "end_of_epoch_s", "callbacks_s" (the
+    end-of-epoch seconds of each of train.py's callbacks), "since_start_s"}, from the two timers of timed_epochs
+    (it must come after both)."""
 
     def __init__(self, path, steps_timer, epoch_timer):
         super().__init__()
@@ -58,8 +76,9 @@ class EpochTimesWriter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         steps, whole = self.steps_timer.seconds[-1], self.epoch_timer.seconds[-1]
+        parts = {name: round(seconds, 3) for name, seconds in self.epoch_timer.parts[-1].items()}
         line = dict(epoch=epoch + 1, steps_s=round(steps, 3), end_of_epoch_s=round(whole - steps, 3),
-                    since_start_s=round(time.perf_counter() - self.start, 1))
+                    callbacks_s=parts, since_start_s=round(time.perf_counter() - self.start, 1))
         with open(self.path, "a") as times:
             times.write(json.dumps(line) + "\n")
 
@@ -68,13 +87,16 @@ class EpochTimesWriter(keras.callbacks.Callback):
 def timed_epochs(log_path=None):
     """Within: train.py's callbacks are preceded by an EpochTimer (its epochs' training steps, device included)
     and followed by one (the whole epoch, with validation, checkpoint, history and backup), and with `log_path`
-    by an EpochTimesWriter to it. Yields both timers."""
+    by an EpochTimesWriter to it; the second times each of train.py's callbacks (its `parts`). Yields both
+    timers."""
     steps_timer, epoch_timer = EpochTimer(wait_for_device=True), EpochTimer()
     training_callbacks = models.training_callbacks
 
     def timed_callbacks(*args, **kwargs):
         writer = [] if log_path is None else [EpochTimesWriter(log_path, steps_timer, epoch_timer)]
-        return [steps_timer, *training_callbacks(*args, **kwargs), epoch_timer, *writer]
+        callbacks = training_callbacks(*args, **kwargs)
+        epoch_timer.time_parts(callbacks)
+        return [steps_timer, *callbacks, epoch_timer, *writer]
 
     models.training_callbacks = timed_callbacks
     try:

@@ -5,11 +5,14 @@
 
 Builds train.py's validation set (cropped to multiples of 16, gaussian,25,25
 noise) and the SRResNet, then times, per epoch, train.py's validation
-(model.ImageValidation: every image padded to a multiple of 64) and, for
-comparison, the previous way (model.evaluate per image at its own size). The
+(model.ImageValidation: every image padded to a multiple of 64, predicted,
+cropped back and scored, loss, PSNR and SSIM, in one compiled program) and, for
+comparison, the two ways before it: predict, then score the prediction in a
+second program (until 2026-11-27) and model.evaluate per image at its own size. The
 yardstick is one warm forward pass: predict_on_batch on every image at its
 own size, timed after each size was seen once. Prints one JSON line per
-measurement; the ratio uses the median of epochs 2 and later (epoch 1 traces).
+measurement; the ratio uses the median of epochs 2 and later (epoch 1 traces;
+on JAX the line also counts the XLA programs compiled and their seconds).
 Also times the scoring of the predictions (PSNR and SSIM: compiled through
 model.image_scorer against op by op, first epoch and later ones) and the SSIM
 that ImageValidation reports (model.ssim: separable window, five statistics in
@@ -48,6 +51,18 @@ def get_args():
     return parser.parse_args()
 
 
+COMPILES = []  # seconds of each XLA compilation (JAX only), from JAX's monitoring events
+
+
+def count_compiles():
+    """On JAX: from now on, every backend compilation appends its seconds to COMPILES."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda event, secs, **_: COMPILES.append(secs) if event.endswith("backend_compile_duration") else None)
+
+
 def seconds(function):
     start = time.perf_counter()
     function()
@@ -58,6 +73,16 @@ def evaluate_per_image(model, pairs):
     """The previous validation: Keras' evaluate on each image at its own size."""
     for noisy, clean in pairs:
         model.evaluate(noisy, clean, batch_size=1, verbose=0)
+
+
+def predict_then_score(model, pairs, scorer):
+    """ImageValidation as it was until 2026-11-27: predict_padded (the prediction back in host memory), the loss
+    op by op, then model.image_scorer on the prediction (sent back to the device) for the PSNR and the SSIM."""
+    mse = keras.losses.get("mse")
+    for noisy, clean in pairs:
+        prediction = models.predict_padded(model, noisy)
+        float(ops.mean(mse(clean, prediction)))
+        models.score_image(scorer, clean, prediction)
 
 
 def forward_pass(model, pairs):
@@ -120,6 +145,7 @@ def time_scores(pairs, epochs):
 
 def main():
     args = get_args()
+    count_compiles()
     pairs = generator.load_validation_data(generator.load_images(images.list_images(args.test_dir)),
                                            get_noise_model("gaussian,25,25"))
     time_scores(pairs, args.epochs)
@@ -136,12 +162,17 @@ def main():
     forward_pass(model, pairs)  # every own size seen once
     forward = min(seconds(lambda: forward_pass(model, pairs)) for _ in range(2))
     print(json.dumps(dict(bench="warm_forward_pass", seconds=round(forward, 3), **common)), flush=True)
+    scorer = models.image_scorer(pairs[0][1].shape[-1])
     for name, run in (("ImageValidation", lambda: validation.on_epoch_end(0, {})),
+                      ("predict_then_score", lambda: predict_then_score(model, pairs, scorer)),
                       ("evaluate_per_image", lambda: evaluate_per_image(model, pairs))):
+        compiled_before = len(COMPILES)
         epochs = [seconds(run) for _ in range(args.epochs)]
         later = statistics.median(epochs[1:])
+        compiles = dict(xla_compiles=len(COMPILES) - compiled_before,
+                        xla_compile_s=round(sum(COMPILES[compiled_before:]), 2)) if COMPILES else {}
         print(json.dumps(dict(bench="validation_epoch", method=name, epoch_seconds=[round(s, 3) for s in epochs],
-                              ratio_to_forward_pass=round(later / forward, 3), **common)), flush=True)
+                              ratio_to_forward_pass=round(later / forward, 3), **compiles, **common)), flush=True)
     return 0
 
 

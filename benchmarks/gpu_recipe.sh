@@ -4,8 +4,8 @@
 #     KERAS_BACKEND=jax bash benchmarks/gpu_recipe.sh DATA_DIR RUN_DIR [more train.py flags]
 # DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation); flags given after RUN_DIR override
 # the recipe's (e.g. --mixed_precision, or --nb_epochs 1 --steps 5 for a dry run). RUN_DIR receives train.py's
-# checkpoints and history.npz, train.log, epoch_times.jsonl (each epoch's steps and end-of-epoch seconds, from
-# benchmarks/timed_train.py), gpu_utilization.csv (time, GPU %, MiB), test_set14.log and
+# checkpoints and history.npz, train.log, epoch_times.jsonl (each epoch's steps and end-of-epoch seconds, in all
+# and per callback, from benchmarks/timed_train.py), gpu_utilization.csv (time, GPU %, MiB), test_set14.log and
 # test_set5.log (test_model.py on the best checkpoint, seed 0), summary.json and, last, EXIT (the exit status).
 set -euo pipefail
 data=$1 run=$2
@@ -48,6 +48,8 @@ print(json.dumps({"wall_s": round(end - start, 1), "flags": flags, "epochs_logge
                   "first_epoch": epochs[0] if epochs else None,
                   "later_epochs_median_steps_s": median([e["steps_s"] for e in epochs[1:]]),
                   "later_epochs_median_end_of_epoch_s": median([e["end_of_epoch_s"] for e in epochs[1:]]),
+                  "later_epochs_median_callbacks_s": {name: median([e["callbacks_s"][name] for e in epochs[1:]])
+                                                      for name in (epochs[-1]["callbacks_s"] if epochs else {})},
                   "gpu_util_mean": mean(samples), "gpu_util_mean_after_first_minute": mean(samples[60:]),
                   "best_checkpoint": best, "set14_test_model": test}), file=open(run / "summary.json", "w"))
 PY

@@ -1,4 +1,7 @@
 """Checkpoints and history are written atomically: a write that fails midway leaves the earlier files intact."""
+import contextlib
+import threading
+
 import cli
 
 cli.import_keras_quietly()
@@ -68,3 +71,43 @@ def test_a_history_write_failing_midway_leaves_the_earlier_history(tmp_path, mon
     with pytest.raises(OSError):
         models.save_history(path, {"loss": [3.0, 2.0, 1.0]})
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["history.npz"]
+
+
+def test_checkpoint_saves_build_no_throwaway_layers(tmp_path):
+    """Keras 3.15 rebuilds its per-kind attribute sets with some hundred throw-away layers in every save (a cache
+    looked up under another name than it is stored); with cache_keras_save_skipsets (in save_weights_atomically)
+    only a thread's first save builds them, and the weights written load back the same."""
+    model = learning_model()
+    fit_epochs(model, tmp_path, 1)  # the optimizer has its state, as in a training run's saves
+    built = []
+
+    def two_saves():  # in a new thread: Keras keeps the sets per thread, and this one's are cached already
+        models.save_weights_atomically(model, tmp_path / "first.weights.h5")
+        with counting_layer_inits() as count:
+            models.save_weights_atomically(model, tmp_path / "second.weights.h5")
+        built.extend(count)
+
+    saver = threading.Thread(target=two_saves)
+    saver.start()
+    saver.join()
+    assert built == [0]  # 3 throw-away layers a save for this small model without the cache, ~100 for the SRResNet
+    restored = learning_model()
+    restored.load_weights(tmp_path / "second.weights.h5")
+    np.testing.assert_array_equal(restored.get_weights()[0], model.get_weights()[0])
+
+
+@contextlib.contextmanager
+def counting_layer_inits():
+    """Within: keras.layers.Layer.__init__ counts its calls into the yielded list's first item."""
+    count = [0]
+    layer_init = keras.layers.Layer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        count[0] += 1
+        layer_init(self, *args, **kwargs)
+
+    keras.layers.Layer.__init__ = counting_init
+    try:
+        yield count
+    finally:
+        keras.layers.Layer.__init__ = layer_init

@@ -182,27 +182,57 @@ def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mi
     assert model.predict_on_batch(x).dtype == np.float32 and np.isfinite(logs["loss"][0])
 
 
-def test_image_validation_scores_each_image_as_psnr_and_ssim_do(mixed_precision):
-    """The compiled scorer (float32 even under mixed precision) gives each image's PSNR and SSIM, and
-    ImageValidation averages them over images of different sizes, for copies of a pair as for one."""
-    rng = np.random.default_rng(0)
+def noisy_pairs(sizes, seed=0):
+    """[(noisy, clean)] validation pairs of random float32 0-255 images of the (height, width) `sizes`."""
+    rng = np.random.default_rng(seed)
     pairs = []
-    for height, width in [(40, 56), (33, 70)]:
+    for height, width in sizes:
         clean = rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32)
         pairs.append((np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.float32), clean))
-    near = rng.uniform(0, 250, (1, 24, 24, 3)).astype(np.float32)  # off by 0.25: 60.17 dB, lost in bfloat16
-    near_psnr = models.image_scorer(3).predict_on_batch([near, near + 0.25])[0][0]
+    return pairs
+
+
+def expected_validation(model, pairs, loss):
+    """val_loss, val_PSNR and val_SSIM worked out op by op from predict_padded, for ImageValidation to match."""
+    loss_function = keras.losses.get(loss) if isinstance(loss, str) else loss
+    predictions = [models.predict_padded(model, noisy) for noisy, _ in pairs]
+    return {key: np.mean([float(keras.ops.mean(metric(clean, p))) for (_, clean), p in zip(pairs, predictions)])
+            for key, metric in (("val_loss", loss_function), ("val_PSNR", models.psnr), ("val_SSIM", models.ssim))}
+
+
+def test_image_validation_scores_each_image_as_loss_psnr_and_ssim_do(mixed_precision):
+    """The compiled scorer (float32 even under mixed precision) gives each image's PSNR and SSIM, and
+    ImageValidation (one compiled program per image: prediction, crop, loss, PSNR, SSIM) averages the loss,
+    the PSNR and the SSIM over images of different sizes, for copies of a pair as for one."""
+    pairs = noisy_pairs([(40, 56), (33, 70)])
+    near = np.random.default_rng(1).uniform(0, 250, (1, 24, 24, 3)).astype(np.float32)  # off by 0.25: 60.17 dB,
+    near_psnr = models.image_scorer(3).predict_on_batch([near, near + 0.25])[0][0]  # lost in bfloat16
     assert abs(near_psnr - 10 * np.log10(255**2 / 0.0625)) < 0.01
     model = models.get_model("srresnet")
+    expected = expected_validation(model, pairs, "mse")
     for replicas in (1, 2):
         logs = {}
         validation = models.ImageValidation(pairs, "mse", replicas=replicas)
         validation.set_model(model)
         validation.on_epoch_end(0, logs)
-        predictions = [models.predict_padded(model, noisy) for noisy, _ in pairs]
-        for key, metric in (("val_PSNR", models.psnr), ("val_SSIM", models.ssim)):
-            expected = np.mean([float(metric(clean, p)) for (_, clean), p in zip(pairs, predictions)])
-            assert abs(logs[key] - expected) < 1e-4 * max(1, abs(expected)), (key, replicas)
+        for key, value in expected.items():
+            assert abs(logs[key] - value) < 1e-4 * max(1, abs(value)), (key, replicas, logs[key], value)
+
+
+def test_image_validation_follows_the_l0_gamma_of_each_epoch():
+    """The L0 loss' gamma changes every epoch: the compiled validation must use the current one (on JAX a
+    variable outside the compiled model's weights would be frozen at its value of the first validation)."""
+    pairs = noisy_pairs([(32, 48), (40, 40)])
+    network = models.get_model("srresnet", channels=3)
+    loss = models.get_loss("l0")
+    validation = models.ImageValidation(pairs, loss)
+    validation.set_model(network)
+    for gamma in (2.0, 0.5):
+        loss.gamma.assign(gamma)
+        logs = {}
+        validation.on_epoch_end(0, logs)
+        expected = expected_validation(network, pairs, loss)["val_loss"]
+        assert abs(logs["val_loss"] - expected) < 1e-4 * expected, (gamma, logs["val_loss"], expected)
 
 
 @pytest.mark.parametrize("height, width", [(17, 45), (64, 64), (100, 30)])
