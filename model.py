@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import warnings
 
 import h5py
@@ -333,6 +334,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.path_template = str(path_template)
         self.monitor = monitor
         self.best = best
+        self.written = None  # (0-based epoch, path) of the last checkpoint written
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -347,6 +349,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {previous} to {value:.5f}, saving weights to {path}")
         save_weights_atomically(self.model, path)
         self.best = value
+        self.written = (epoch, path)
 
 
 SAVED_OBJECT_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
@@ -428,6 +431,35 @@ class StopOnNaN(keras.callbacks.Callback):
             print(f"\nthe loss became {loss} at batch {batch + 1}: training stopped. {self.advice}")
 
 
+class EpochBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore into `backup_dir` (what --resume restores: weights, optimizer state, epoch), with
+    the previous epoch's files kept beside (double_checkpoint) and never deleted by training's end. Where
+    `checkpoint` (a BestCheckpoint, called before this) has just written this epoch's weights and optimizer
+    state, the backup's weights file is a copy of that file instead of a second serialisation of the same
+    state (0.13-0.2 s for the SRResNet): Keras' backup writes through model.save_weights, which answers that
+    one call with the copy.
+
+    async_safe: it saves once per epoch; its per-batch hook does nothing that needs the step's results.
+    """
+
+    async_safe = True
+
+    def __init__(self, backup_dir, checkpoint):
+        super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=True)
+        self.checkpoint = checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        written = self.checkpoint.written
+        if written is None or written[0] != epoch:
+            super().on_epoch_end(epoch, logs)
+            return
+        self.model.save_weights = lambda filepath, overwrite=True: shutil.copyfile(written[1], filepath)
+        try:
+            super().on_epoch_end(epoch, logs)
+        finally:
+            del self.model.save_weights  # the model's own method again
+
+
 def save_history(path, history):
     """Atomically write `history` (dict of lists) as np.savez(path, history=history).
 
@@ -467,15 +499,13 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     cache_keras_save_skipsets()  # in fit's thread, which runs the epoch-end callbacks and their saves
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     best_so_far = max((history or {}).get("val_PSNR", []), default=None)
-    backup = keras.callbacks.BackupAndRestore(os.path.join(str(output_path), BACKUP_FOLDER), delete_checkpoint=False,
-                                              double_checkpoint=True)
-    backup.async_safe = True  # it saves once per epoch; its per-batch hook does nothing that needs the step's results
+    best = BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far)
     callbacks = [
         ImageValidation(validation_pairs, loss, replicas),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
-        BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far),
+        best,
         HistorySaver(os.path.join(str(output_path), "history.npz"), history),
-        backup,
+        EpochBackup(os.path.join(str(output_path), BACKUP_FOLDER), best),
         StopOnNaN(nan_advice),
     ]
     if isinstance(loss, L0Loss):

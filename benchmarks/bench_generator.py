@@ -6,10 +6,12 @@ Prints one JSON line per measurement: patch pairs (source, target) per second
 on one thread, batch 16 of 64x64, for every noise model; then the original's
 approach for the same noise models, which the benchmark implements as the
 original generator worked (re-read a random file for every patch, then add
-noise to that one patch in float64), and the ratios.
+noise to that one patch in float64), and the ratios. First, the seconds to decode
+the images (train.py's start), on one thread and on generator.decoded_images' threads.
 """
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -83,11 +85,29 @@ def get_args():
     return parser.parse_args()
 
 
+def time_decoding(paths, rounds=3):
+    """One JSON line: seconds to decode every image of `paths` (what train.py does once at its start), one
+    thread against generator.decoded_images' default threads, the best of `rounds` alternating tries."""
+    threads = {"one_thread": 1, "default_threads": None}
+    seconds = {name: [] for name in threads}
+    for _ in range(rounds):
+        for name, count in threads.items():
+            start = time.perf_counter()
+            for _ in generator.decoded_images(paths, threads=count):
+                pass
+            seconds[name].append(time.perf_counter() - start)
+    best = {name: min(values) for name, values in seconds.items()}
+    print(json.dumps(dict(bench="decode_images", images=len(paths), seconds={k: round(v, 3) for k, v in best.items()},
+                          speedup=round(best["one_thread"] / best["default_threads"], 2),
+                          cores=os.cpu_count())), flush=True)
+
+
 def main():
     args = get_args()
     paths = images.list_images(args.image_dir)
     if not paths:
         sys.exit(f"bench_generator.py: error: --image_dir {args.image_dir}: no images")
+    time_decoding(paths)
     cached = generator.load_images(paths, min_size=args.image_size)
     common = dict(batch_size=args.batch_size, image_size=args.image_size, machine=platform.processor() or
                   platform.machine(), images=len(cached))

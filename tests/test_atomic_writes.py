@@ -111,3 +111,26 @@ def counting_layer_inits():
         yield count
     finally:
         keras.layers.Layer.__init__ = layer_init
+
+
+def test_the_backup_of_an_improving_epoch_is_a_copy_of_its_checkpoint(tmp_path, monkeypatch):
+    """Every epoch of learning_model improves, so writes a checkpoint: the --resume backup of the same weights and
+    optimizer state is then a copy of it, not a second serialisation; it holds what --resume needs."""
+    serialised = []
+    save_weights = keras.Model.save_weights
+    monkeypatch.setattr(keras.Model, "save_weights",
+                        lambda model, *args, **kwargs: (serialised.append(str(args[0] if args else kwargs["filepath"])),
+                                                        save_weights(model, *args, **kwargs)))
+    model = learning_model()
+    fit_epochs(model, tmp_path, 2)
+    checkpoints = sorted(tmp_path.glob("weights.*.weights.h5"))
+    assert len(checkpoints) == 2 and len(serialised) == 2 and all(".partial." in path for path in serialised)
+    backup = tmp_path / models.BACKUP_FOLDER
+    assert (backup / "latest.weights.h5").read_bytes() == checkpoints[-1].read_bytes()
+    assert (backup / "latest.weights.h5.bkp").read_bytes() == checkpoints[0].read_bytes()
+    assert models.backup_epoch(tmp_path) == 2 and "save_weights" not in vars(model)
+    restored = learning_model()  # as --resume restores it: weights and optimizer state
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(backup / "latest.weights.h5")
+    for got, expected in zip(restored.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected))

@@ -73,6 +73,21 @@ def test_unreadable_and_small_images_are_skipped_with_a_warning(tmp_path, image_
         generator.load_images(paths[:2], min_size=32)
 
 
+def test_images_decoded_in_threads_come_in_the_order_of_their_paths(tmp_path):
+    """Several threads decode, a few images ahead: every image (or None) still comes with its own path, in order."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(11):  # more than 2 x threads, so the look-ahead window moves
+        paths.append(tmp_path / f"{index:02d}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 256, (8 + index, 20, 3), np.uint8))
+    paths.insert(4, tmp_path / "missing.png")
+    decoded = list(generator.decoded_images(paths, threads=3))
+    assert [path for path, _ in decoded] == paths
+    for path, image in decoded:
+        expected = images.read_image(path)
+        assert image is None if expected is None else np.array_equal(image, expected), path
+
+
 def test_a_capped_cache_reads_the_rest_from_disk_and_gives_the_same_patches(image_folder):
     paths = images.list_images(image_folder)
     everything = generator.load_images(paths, min_size=32)
