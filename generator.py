@@ -65,14 +65,14 @@ def decoded_images(paths, threads=None):
     that memory stays bounded where the caller drops images (--cache_mb)."""
     threads = threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
-        ahead = collections.deque()
+        ahead = collections.deque()  # (path, future of its image), oldest first
         for path in paths:
             ahead.append((path, pool.submit(read_image, path)))
             if len(ahead) > 2 * threads:
-                path, image = ahead.popleft()
-                yield path, image.result()
-        for path, image in ahead:
-            yield path, image.result()
+                oldest, decoding = ahead.popleft()
+                yield oldest, decoding.result()
+        for oldest, decoding in ahead:
+            yield oldest, decoding.result()
 
 
 def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):

@@ -359,8 +359,8 @@ def cache_keras_save_skipsets():
     """Works around a Keras 3 (up to 3.15 at least) slip that makes every save_weights build some hundred
     throw-away layers: saving_lib.get_attr_skipset caches its per-kind attribute set under
     "saving_attr_skipset_<kind>" but looks it up under "saving_attr_skiplist_<kind>", so it never finds it.
-    Storing the sets under the looked-up name too takes about a third off each save of the SRResNet (weights
-    and optimizer state: BestCheckpoint, the --resume backup every epoch). Keras keeps them per thread, until
+    Storing the sets under the looked-up name too takes a fifth to a quarter off each save of the SRResNet
+    (weights and optimizer state: BestCheckpoint, the --resume backup; benchmarks/bench_saves.py). Keras keeps them per thread, until
     clear_session(); call this in the thread that saves. Does nothing where Keras' internals differ."""
     try:
         from keras.src.backend.common import global_state
