@@ -360,8 +360,9 @@ def cache_keras_save_skipsets():
     throw-away layers: saving_lib.get_attr_skipset caches its per-kind attribute set under
     "saving_attr_skipset_<kind>" but looks it up under "saving_attr_skiplist_<kind>", so it never finds it.
     Storing the sets under the looked-up name too takes a fifth to a quarter off each save of the SRResNet
-    (weights and optimizer state: BestCheckpoint, the --resume backup; benchmarks/bench_saves.py). Keras keeps them per thread, until
-    clear_session(); call this in the thread that saves. Does nothing where Keras' internals differ."""
+    (weights and optimizer state: BestCheckpoint, the --resume backup; benchmarks/bench_saves.py). Keras keeps
+    them per thread, until clear_session(); call this in the thread that saves, before it saves. Does nothing
+    where Keras' internals differ."""
     try:
         from keras.src.backend.common import global_state
         from keras.src.saving import saving_lib
@@ -451,6 +452,7 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         written = self.checkpoint.written
         if written is None or written[0] != epoch:
+            cache_keras_save_skipsets()  # Keras' backup saves through save_weights in this thread
             super().on_epoch_end(epoch, logs)
             return
         self.model.save_weights = lambda filepath, overwrite=True: shutil.copyfile(written[1], filepath)
@@ -496,7 +498,6 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     `history` (per-epoch lists of the completed epochs) continues an interrupted run; the backup is
     written after the history, so a kill between the two leaves the history ahead, never behind.
     """
-    cache_keras_save_skipsets()  # in fit's thread, which runs the epoch-end callbacks and their saves
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     best_so_far = max((history or {}).get("val_PSNR", []), default=None)
     best = BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far)

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 if any(arg.startswith("--device_ms") for arg in sys.argv):
     # The simulated device is one XLA CPU thread; XLA reads its flags when JAX starts its CPU client, before
@@ -78,7 +79,6 @@ class PremadeBatches(keras.utils.PyDataset):
         return self.batches[index]
 
 
-@contextlib.contextmanager
 def premade_batches():
     """Within: train.py trains on its generator's batches made before fit() (the same batches every epoch)."""
     make_datasets = train.make_datasets
@@ -87,11 +87,7 @@ def premade_batches():
         training, validation = make_datasets(*args, **kwargs)
         return PremadeBatches(training), validation
 
-    train.make_datasets = premade
-    try:
-        yield
-    finally:
-        train.make_datasets = make_datasets
+    return mock.patch.object(train, "make_datasets", premade)
 
 
 class ReadLossEveryStep(keras.callbacks.Callback):
@@ -102,21 +98,15 @@ class ReadLossEveryStep(keras.callbacks.Callback):
         float(logs["loss"])
 
 
-@contextlib.contextmanager
 def loss_read_every_step():
     """Within: train.py's callbacks end with a ReadLossEveryStep."""
     training_callbacks = models.training_callbacks
-    models.training_callbacks = lambda *args, **kwargs: [*training_callbacks(*args, **kwargs), ReadLossEveryStep()]
-    try:
-        yield
-    finally:
-        models.training_callbacks = training_callbacks
+    return mock.patch.object(models, "training_callbacks",
+                             lambda *args, **kwargs: [*training_callbacks(*args, **kwargs), ReadLossEveryStep()])
 
 
-@contextlib.contextmanager
 def stand_in_network(filters):
     """Within: train.py builds the stand-in network (an SRResNet of `filters` filters inside)."""
-    get_model = models.get_model
 
     def thin_srresnet(model_name="srresnet", channels=3, synchronized_bn=False):
         # Pooled by 8 before and enlarged by 8 after: the batches and their transfer are the recipe's
@@ -126,11 +116,7 @@ def stand_in_network(filters):
         outputs = keras.layers.UpSampling2D(POOL)(inner(keras.layers.AveragePooling2D(POOL)(inputs)))
         return keras.Model(inputs, outputs, name="stand_in")
 
-    models.get_model = thin_srresnet
-    try:
-        yield
-    finally:
-        models.get_model = get_model
+    return mock.patch.object(models, "get_model", thin_srresnet)
 
 
 def busy_device(size):
@@ -210,7 +196,6 @@ def hollow_step(real_step, steps_per_execution, device=None):
     return step
 
 
-@contextlib.contextmanager
 def hollow_steps(device=None):
     """Within: Keras' JAX trainer trains with hollow_step (the host's work of a step without the device's, or
     with `device`'s simulated work)."""
@@ -225,11 +210,7 @@ def hollow_steps(device=None):
         if not getattr(trainer.train_function, "hollow", False):
             trainer.train_function = hollow_step(trainer.train_function, trainer.steps_per_execution, device)
 
-    JAXTrainer.make_train_function = make_hollow
-    try:
-        yield
-    finally:
-        JAXTrainer.make_train_function = make_train_function
+    return mock.patch.object(JAXTrainer, "make_train_function", make_hollow)
 
 
 def epoch_edges_ms(timer):

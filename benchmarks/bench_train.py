@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -36,7 +37,6 @@ class EpochTimer(keras.callbacks.Callback):
     def __init__(self, wait_for_device=False):
         super().__init__()
         self.wait_for_device = wait_for_device
-        self.seconds = []
         # time.perf_counter() at each epoch's start, on reaching its end (before waiting for the device) and at its end
         self.starts, self.reached, self.ends = [], [], []
         self.parts = []  # per epoch: {callback class name: seconds of its on_epoch_end}, where timed (time_parts)
@@ -61,7 +61,11 @@ class EpochTimer(keras.callbacks.Callback):
         if self.wait_for_device:
             keras.ops.convert_to_numpy(self.model.trainable_weights[-1])
         self.ends.append(time.perf_counter())
-        self.seconds.append(self.ends[-1] - self.starts[-1])
+
+    @property
+    def seconds(self):
+        """Seconds of every completed epoch, from its start to this timer's end."""
+        return [end - start for start, end in zip(self.starts, self.ends)]
 
 
 class EpochTimesWriter(keras.callbacks.Callback):
@@ -98,11 +102,8 @@ def timed_epochs(log_path=None):
         epoch_timer.time_parts(callbacks)
         return [steps_timer, *callbacks, epoch_timer, *writer]
 
-    models.training_callbacks = timed_callbacks
-    try:
+    with mock.patch.object(models, "training_callbacks", timed_callbacks):
         yield steps_timer, epoch_timer
-    finally:
-        models.training_callbacks = training_callbacks
 
 
 def compiled(model_name):
