@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import keras
@@ -320,21 +321,101 @@ class ImageValidation(keras.callbacks.Callback):
         logs.update(dict(zip(("val_loss", "val_PSNR", "val_SSIM"), (float(v) for v in per_image.mean(axis=0)))))
 
 
+class EpochWriter:
+    """Writes the files of an epoch's end (BestCheckpoint's checkpoint, EpochBackup's --resume backup) on one
+    helper thread, in the order given, while the next epoch trains: on an accelerator the device would otherwise
+    wait for each save (0.13-0.3 s of mostly Python and HDF5 for the SRResNet; benchmarks/bench_host.py).
+
+    They are written from a copy of the model (`source`): same layers, weights and optimizer state, taken when
+    the epoch ends (a device-side copy, ~10-60 ms), because the next epoch changes the model's own variables
+    (on JAX it even frees them until the epoch ends). A write that fails (a full disk) skips those queued after
+    it and is raised in the training thread at the next epoch's end or when training ends (`wait`); a run that
+    stops early still finishes its queued writes before Python exits. `background=False` writes at once, from the
+    model itself: data-parallel runs, whose variables are spread over devices.
+    """
+
+    def __init__(self, background=True):
+        self.background = background
+        self.copy = None  # the model's copy the writes read from, built at the first epoch's end
+        self.copied_epoch = None
+        self.failed = False
+        self.pending = []
+        self.executor = None
+
+    def source(self, model, epoch):
+        """What to save `epoch`'s state from: `model` itself, or its copy taken at this epoch's end."""
+        if not self.background:
+            return model
+        if self.copied_epoch != epoch:
+            self.wait()  # the copy is free again: the last epoch's writes are done
+            if self.copy is None:
+                self.copy = saveable_copy(model)
+            copy_state(model, self.copy)
+            self.copied_epoch = epoch
+        return self.copy
+
+    def submit(self, write, *args):
+        """Calls write(*args) now or, in the background, after the writes submitted before it."""
+        if not self.background:
+            write(*args)
+            return
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-writer")
+        self.pending.append(self.executor.submit(self._unless_failed, write, *args))
+
+    def _unless_failed(self, write, *args):
+        if self.failed:
+            return
+        try:
+            write(*args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def wait(self):
+        """Blocks until the submitted writes are done; raises the first one's error, if one failed."""
+        pending, self.pending = self.pending, []
+        for write in pending:
+            write.result()
+
+
+def saveable_copy(model):
+    """A new model with `model`'s layers (from its config, fresh variables) and a built copy of its optimizer:
+    its save_weights writes the same HDF5 groups and datasets as `model`'s."""
+    copy = type(model).from_config(model.get_config())
+    optimizer = keras.optimizers.deserialize(keras.optimizers.serialize(model.optimizer))
+    copy.compile(optimizer=optimizer)  # save_weights writes the optimizer's variables of a compiled model
+    optimizer.build(copy.trainable_variables)
+    return copy
+
+
+def copy_state(model, copy):
+    """Sets the weights and optimizer state of `copy` (a saveable_copy) to copies of `model`'s. Copies: on JAX
+    assigning an array keeps a reference, and the next training step frees (donates) the model's arrays."""
+    targets, sources = copy.weights + copy.optimizer.variables, model.weights + model.optimizer.variables
+    if [(v.shape, v.dtype) for v in targets] != [(v.shape, v.dtype) for v in sources]:
+        raise ValueError("the model's copy for saving does not match the model")
+    for target, source in zip(targets, sources):
+        target.assign(ops.copy(source.value))
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the weights each time `monitor` beats its best value (mode max), like Keras' ModelCheckpoint
     with save_best_only, but atomically (`save_weights_atomically`): a failed or killed write leaves the
-    earlier checkpoints whole and no partial file under a checkpoint's name.
+    earlier checkpoints whole and no partial file under a checkpoint's name. The write goes through `writer`
+    (an EpochWriter: in the background, from a copy of this epoch's state).
 
     `path_template` is formatted with epoch (1-based) and the epoch logs; `best` carries the best value of
     an interrupted run over to its continuation.
     """
 
-    def __init__(self, path_template, monitor="val_PSNR", best=None):
+    def __init__(self, path_template, writer, monitor="val_PSNR", best=None):
         super().__init__()
         self.path_template = str(path_template)
+        self.writer = writer
         self.monitor = monitor
         self.best = best
-        self.written = None  # (0-based epoch, path) of the last checkpoint written
+        self.written = None  # (0-based epoch, path) of the last checkpoint submitted to the writer
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -347,9 +428,12 @@ class BestCheckpoint(keras.callbacks.Callback):
         path = self.path_template.format(epoch=epoch + 1, **logs)
         previous = "None" if self.best is None else f"{self.best:.5f}"
         print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {previous} to {value:.5f}, saving weights to {path}")
-        save_weights_atomically(self.model, path)
+        self.writer.submit(save_weights_atomically, self.writer.source(self.model, epoch), path)
         self.best = value
         self.written = (epoch, path)
+
+    def on_train_end(self, logs=None):
+        self.writer.wait()
 
 
 SAVED_OBJECT_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
@@ -390,21 +474,27 @@ def save_weights_atomically(model, path):
 
 
 class HistorySaver(keras.callbacks.Callback):
-    """Writes {"history": {metric: [per-epoch values]}} to an .npz after every epoch.
+    """Writes {"history": {metric: [per-epoch values]}} to an .npz after every epoch, through `writer` (an
+    EpochWriter; by default at once): after the epoch's checkpoint and before its backup, as in a run without
+    the writer, and not at all once one of them failed.
 
     The file is replaced atomically, so a run killed at any moment keeps the
     history of its completed epochs.
     """
 
-    def __init__(self, path, history=None):
+    def __init__(self, path, history=None, writer=None):
         super().__init__()
         self.path = str(path)
         self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.writer = writer or EpochWriter(background=False)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        save_history(self.path, self.history)
+        self.writer.submit(save_history, self.path, {key: list(values) for key, values in self.history.items()})
+
+    def on_train_end(self, logs=None):
+        self.writer.wait()
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -434,11 +524,11 @@ class StopOnNaN(keras.callbacks.Callback):
 
 class EpochBackup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore into `backup_dir` (what --resume restores: weights, optimizer state, epoch), with
-    the previous epoch's files kept beside (double_checkpoint) and never deleted by training's end. Where
-    `checkpoint` (a BestCheckpoint, called before this) has just written this epoch's weights and optimizer
-    state, the backup's weights file is a copy of that file instead of a second serialisation of the same
-    state (0.13-0.2 s for the SRResNet): Keras' backup writes through model.save_weights, which answers that
-    one call with the copy.
+    the previous epoch's files kept beside (double_checkpoint) and never deleted by training's end. Its files are
+    written as Keras writes them, through `writer` (the EpochWriter of `checkpoint`, a BestCheckpoint called
+    before this). Where `checkpoint` has just written this epoch's weights and optimizer state, the backup's
+    weights file is a copy of that file instead of a second serialisation of the same state (0.13-0.2 s for the
+    SRResNet).
 
     async_safe: it saves once per epoch; its per-batch hook does nothing that needs the step's results.
     """
@@ -448,18 +538,32 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, checkpoint):
         super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=True)
         self.checkpoint = checkpoint
+        self.writer = checkpoint.writer
 
     def on_epoch_end(self, epoch, logs=None):
         written = self.checkpoint.written
-        if written is None or written[0] != epoch:
-            cache_keras_save_skipsets()  # Keras' backup saves through save_weights in this thread
-            super().on_epoch_end(epoch, logs)
-            return
-        self.model.save_weights = lambda filepath, overwrite=True: shutil.copyfile(written[1], filepath)
-        try:
-            super().on_epoch_end(epoch, logs)
-        finally:
-            del self.model.save_weights  # the model's own method again
+        checkpoint = written[1] if written is not None and written[0] == epoch else None
+        source = None if checkpoint else self.writer.source(self.model, epoch)
+        self.writer.submit(self.write_backup, epoch, source, checkpoint)
+
+    def write_backup(self, epoch, source, checkpoint):
+        """Keras' backup of `epoch` (0-based): the last backup's files moved to *.bkp, then the weights (a copy of
+        the file `checkpoint`, or `source` saved) and the number of completed epochs."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        for current, previous in ((self._weights_path, self._prev_weights_path),
+                                  (self._training_metadata_path, self._prev_training_metadata_path)):
+            if os.path.exists(current):
+                shutil.copyfile(current, previous)
+        if checkpoint:
+            shutil.copyfile(checkpoint, self._weights_path)
+        else:
+            cache_keras_save_skipsets()  # in the thread that saves
+            source.save_weights(self._weights_path, overwrite=True)
+        with open(self._training_metadata_path, "w") as handle:
+            json.dump({"epoch": epoch + 1, "batch": 0}, handle)
+
+    def on_train_end(self, logs=None):
+        self.writer.wait()
 
 
 def save_history(path, history):
@@ -496,16 +600,19 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     history, backup for --resume, NaN stop, and L0 annealing where `loss` (what compile() got) is an L0Loss.
 
     `history` (per-epoch lists of the completed epochs) continues an interrupted run; the backup is
-    written after the history, so a kill between the two leaves the history ahead, never behind.
+    written after the history, so a kill between the two leaves the history ahead, never behind. The three
+    files of an epoch are written in that order by one EpochWriter, on a helper thread from a copy of the
+    epoch's state while the next epoch trains (at once in data-parallel runs, `replicas` > 1).
     """
     checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
     best_so_far = max((history or {}).get("val_PSNR", []), default=None)
-    best = BestCheckpoint(checkpoint, monitor="val_PSNR", best=best_so_far)
+    writer = EpochWriter(background=replicas == 1)
+    best = BestCheckpoint(checkpoint, writer, monitor="val_PSNR", best=best_so_far)
     callbacks = [
         ImageValidation(validation_pairs, loss, replicas),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         best,
-        HistorySaver(os.path.join(str(output_path), "history.npz"), history),
+        HistorySaver(os.path.join(str(output_path), "history.npz"), history, writer),
         EpochBackup(os.path.join(str(output_path), BACKUP_FOLDER), best),
         StopOnNaN(nan_advice),
     ]

@@ -29,7 +29,9 @@ step). XLA's CPU client is limited to one thread for this, so the other core is 
 The network is a stand-in with the SRResNet's layers and 219 weight arrays but next to no arithmetic (each
 patch pooled 8 x 8, 1 filter per convolution instead of 64, enlarged back), so that validation and the real
 steps stay cheap. The configuration "premade" feeds batches made beforehand: the loop without the generator;
-"synced" adds a callback that reads the loss after every step (the control: a loop that waits for the device).
+"synced" adds a callback that reads the loss after every step (the control: a loop that waits for the device);
+"inline_writes" writes each epoch's checkpoint, history and backup in the training loop (the control of
+train.py's background writes).
 """
 import argparse
 import contextlib
@@ -62,6 +64,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared/datasets"
 POOL = 8  # the stand-in's convolutions see the patches pooled 8 x 8
 PREMADE = "premade"  # in a configuration: feed batches made beforehand instead of the generator
 SYNCED = "synced"  # in a configuration: add a callback that reads the loss after every step (the control)
+INLINE = "inline_writes"  # in a configuration: the epoch's files written in the training loop, not in the background
 RECIPE = "--image_size 128 --batch_size 8 --lr 0.001 --seed 0 --zero_mean_targets"
 
 
@@ -103,6 +106,14 @@ def loss_read_every_step():
     training_callbacks = models.training_callbacks
     return mock.patch.object(models, "training_callbacks",
                              lambda *args, **kwargs: [*training_callbacks(*args, **kwargs), ReadLossEveryStep()])
+
+
+def writes_inline():
+    """Within: train.py's EpochWriter writes each epoch's checkpoint, history and backup in the training loop, as
+    train.py did before 2026-11-27 (the control of the background writes)."""
+    writer_init = models.EpochWriter.__init__
+    return mock.patch.object(models.EpochWriter, "__init__",
+                             lambda writer, background=True: writer_init(writer, background=False))
 
 
 def stand_in_network(filters):
@@ -236,11 +247,12 @@ def time_config(config, args, distribution, device=None):
         argv = ["--image_dir", args.image_dir, "--test_dir", args.test_dir, *shlex.split(RECIPE),
                 "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--output_path", output,
                 *shlex.split(config)]
-        run_args = train.get_args([arg for arg in argv if arg not in (PREMADE, SYNCED)])
+        run_args = train.get_args([arg for arg in argv if arg not in (PREMADE, SYNCED, INLINE)])
         feed = premade_batches() if PREMADE in argv else contextlib.nullcontext()
         steps = contextlib.nullcontext() if args.real_steps else hollow_steps(device)
         control = loss_read_every_step() if SYNCED in argv else contextlib.nullcontext()
-        with stand_in_network(args.filters), control, timed_epochs() as (training_timer, epoch_timer), feed, steps, \
+        writes = writes_inline() if INLINE in argv else contextlib.nullcontext()
+        with stand_in_network(args.filters), control, writes, timed_epochs() as (training_timer, epoch_timer), feed, steps, \
                 open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
             train.train(run_args, distribution)
     training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]
@@ -264,7 +276,8 @@ def get_args():
                         help=f"train.py flags to time, one quoted string per configuration; with the word "
                              f"{PREMADE}: its batches made before training and fed from memory (the loop alone); "
                              f"with {SYNCED}: a callback reads the loss after every step (the loop waits for the "
-                             f"device each step, the control of --device_ms)")
+                             f"device each step, the control of --device_ms); with {INLINE}: each epoch's files "
+                             f"written in the training loop instead of on a helper thread from a copy")
     parser.add_argument("--filters", type=int, default=1, help="filters per convolution of the stand-in SRResNet")
     parser.add_argument("--real_steps", action="store_true",
                         help="run the stand-in's real training steps (any backend; their arithmetic included) "

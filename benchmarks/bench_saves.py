@@ -8,7 +8,10 @@ every save builds some hundred throw-away layers to work them out again. Each me
 (Keras keeps those sets per thread), where the "cached" one calls model.cache_keras_save_skipsets first (as
 train.py does), and times --saves calls of Keras' model.save_weights (which BackupAndRestore calls every epoch
 and BestCheckpoint through a temporary file). The two alternate, so drift on a shared machine hits both.
-Prints one JSON line per measurement and their ratio.
+Prints one JSON line per measurement and their ratio. Then what the training loop itself spends on an epoch's
+save since train.py writes in the background (model.EpochWriter): the copy of the weights and optimizer state it
+takes at the epoch's end (model.copy_state; median of --saves copies), against the cached save it no longer
+waits for, and the one-time build of the copy (model.saveable_copy, at the first epoch's end).
 """
 import argparse
 import json
@@ -58,6 +61,21 @@ def save_seconds(model, path, saves, cached):
     return seconds
 
 
+def background_write_times(model, copies):
+    """{"copy_build_s": seconds to build the model's saveable_copy, "state_copy_s": median seconds of `copies`
+    copies of its state into it} (the training loop's part of a background write)."""
+    start = time.perf_counter()
+    copy = models.saveable_copy(model)
+    build = time.perf_counter() - start
+    seconds = []
+    for _ in range(copies + 1):  # the first copies compiles (JAX), not timed
+        start = time.perf_counter()
+        models.copy_state(model, copy)
+        keras.ops.convert_to_numpy(copy.weights[-1].value)  # the copies are done (JAX dispatches them)
+        seconds.append(time.perf_counter() - start)
+    return dict(copy_build_s=round(build, 3), state_copy_s=round(statistics.median(seconds[1:]), 4))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -80,6 +98,10 @@ def main():
     print(json.dumps(dict(bench="checkpoint_save_speedup", ratio=round(statistics.median(times["uncached"])
                                                                        / statistics.median(times["cached"]), 2),
                           **common)), flush=True)
+    loop = background_write_times(model, args.saves)
+    print(json.dumps(dict(bench="background_write", **loop, save_s=round(statistics.median(times["cached"]), 4),
+                          loop_share=round(loop["state_copy_s"] / statistics.median(times["cached"]), 3), **common)),
+          flush=True)
     return 0
 
 

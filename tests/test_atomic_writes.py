@@ -21,10 +21,11 @@ def learning_model():
     return model
 
 
-def fit_epochs(model, folder, epochs, history=None, initial_epoch=0):
+def fit_epochs(model, folder, epochs, history=None, initial_epoch=0, first_callbacks=()):
+    """`epochs` of one step each through train.py's callbacks (after `first_callbacks`)."""
     x = np.random.default_rng(0).uniform(0, 10, (8, 16, 16, 3)).astype(np.float32)  # >= 11 pixels for the SSIM
     validation = [(x[:1], 2 * x[:1])]
-    callbacks = models.training_callbacks(folder, validation, 10, 0.02, "mse", history=history)
+    callbacks = [*first_callbacks, *models.training_callbacks(folder, validation, 10, 0.02, "mse", history=history)]
     model.fit(x, 2 * x, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks)
 
 
@@ -134,3 +135,44 @@ def test_the_backup_of_an_improving_epoch_is_a_copy_of_its_checkpoint(tmp_path, 
     restored.load_weights(backup / "latest.weights.h5")
     for got, expected in zip(restored.optimizer.variables, model.optimizer.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected))
+
+
+class HoldWrites(keras.callbacks.Callback):
+    """Holds every save_weights (on any thread) until the second epoch has trained a step; records each epoch's
+    weights at its end, the thread of each save and whether the save had to wait for nothing."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.released, self.epoch_weights, self.saves = threading.Event(), [], []
+        save_weights = keras.Model.save_weights
+
+        def held_save(model, *args, **kwargs):
+            self.saves.append((threading.current_thread().name, self.released.wait(timeout=20)))
+            save_weights(model, *args, **kwargs)
+        monkeypatch.setattr(keras.Model, "save_weights", held_save)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1:
+            self.released.set()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_weights.append(self.model.get_weights())
+
+
+def test_an_epoch_is_written_from_its_own_state_while_the_next_one_trains(tmp_path, monkeypatch):
+    """The checkpoint of epoch 1 is held until epoch 2 has trained: it is written on a helper thread (a save in the
+    training thread would wait 20 s for a release that never comes) and holds the weights epoch 1 ended with, not
+    those of epoch 2 (it is written from a copy of the state taken at epoch 1's end)."""
+    model, hold = learning_model(), HoldWrites(monkeypatch)
+    fit_epochs(model, tmp_path, 2, first_callbacks=[hold])
+    assert len(hold.saves) == 2 and all(name.startswith("epoch-writer") and not_held for name, not_held in hold.saves)
+    for epoch, weights in enumerate(hold.epoch_weights, start=1):
+        restored = learning_model()
+        models.load_weights(restored, next(tmp_path.glob(f"weights.{epoch:03d}-*.weights.h5")))
+        for got, expected in zip(restored.get_weights(), weights):
+            np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(hold.epoch_weights[0][0], hold.epoch_weights[1][0])  # epoch 2 changed them
+    assert models.backup_epoch(tmp_path) == 2 and len(load_history(tmp_path)["loss"]) == 2
