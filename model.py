@@ -302,7 +302,9 @@ class ImageValidation(keras.callbacks.Callback):
     `predict_padded` does), predicted, cropped back and scored with `loss`
     (what compile() got), PSNR and SSIM in one compiled program per image size;
     the three are averaged over the images. It must come before the callbacks
-    that read val_* (checkpoint, history).
+    that read val_* (checkpoint, history). On JAX (one device), the programs are
+    compiled on a helper thread from the start of training (AheadCompiledScores),
+    so the first validation does not hold the accelerator up while XLA compiles.
     """
 
     def __init__(self, pairs, loss, replicas=1):
@@ -311,14 +313,69 @@ class ImageValidation(keras.callbacks.Callback):
         self.inputs = [[fill_to_multiple(reflect_padded(noisy), replicas), fill_to_multiple(clean, replicas)]
                        for noisy, clean in pairs]
         self.loss = loss
-        self.scores = None  # the validation_model, built at the first validation (within fit's distribution)
+        self.replicas = replicas
+        self.scores = None  # the validation_model, built within fit (and its distribution) at the first use
+        self.ahead = None  # AheadCompiledScores on JAX, from on_train_begin
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_train_begin(self, logs=None):
+        self.build_scores()
+        if keras.backend.backend() == "jax" and self.replicas == 1 and keras.distribution.distribution() is None:
+            self.ahead = AheadCompiledScores(self.scores, self.inputs)
+
+    def build_scores(self):
         if self.scores is None:
             self.scores = validation_model(self.model, self.loss, self.inputs[0][1].shape[-1])
-        per_image = np.array([np.asarray(self.scores.predict_on_batch(inputs), np.float64)[0]
-                              for inputs in self.inputs])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.build_scores()
+        score = self.ahead or self.scores.predict_on_batch
+        per_image = np.array([np.asarray(score(inputs), np.float64)[0] for inputs in self.inputs])
         logs.update(dict(zip(("val_loss", "val_PSNR", "val_SSIM"), (float(v) for v in per_image.mean(axis=0)))))
+
+
+class AheadCompiledScores:
+    """JAX only: a validation_model's function of its variables and [noisy, clean], jitted, with the program for
+    every input shape of `inputs` compiled ahead on a helper thread (from ShapeDtypeStructs: nothing runs on the
+    device, and the model's variables, which training frees during an epoch, are not read). Called with inputs,
+    it waits for those compilations, then runs as predict_on_batch would: [loss, PSNR, SSIM] rows. A shape that
+    failed to compile ahead compiles at its call instead."""
+
+    def __init__(self, scores, inputs):
+        import jax
+
+        self.scores = scores
+        self.function = jax.jit(self.scores_of)
+        shapes = {tuple(tuple(array.shape) for array in pair): pair for pair in inputs}
+        self.compiling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-compile").submit(
+            self.compile_all, [[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in pair] for pair in shapes.values()])
+
+    def scores_of(self, trainable, non_trainable, inputs):
+        outputs, _ = self.scores.stateless_call(trainable, non_trainable, inputs, training=False)
+        return outputs
+
+    def variable_specs(self):
+        import jax
+
+        return [[jax.ShapeDtypeStruct(v.shape, v.dtype) for v in variables]
+                for variables in (self.scores.trainable_variables, self.scores.non_trainable_variables)]
+
+    def compile_all(self, input_specs):
+        """Compiles the program of each input shape; returns how many (a failure leaves the rest to the calls)."""
+        compiled = 0
+        try:
+            trainable, non_trainable = self.variable_specs()
+            for pair in input_specs:
+                self.function.lower(trainable, non_trainable, pair).compile()
+                compiled += 1
+        except Exception as error:  # noqa: BLE001 (any: the calls compile what is missing)
+            warnings.warn(f"validation: compiling ahead stopped ({type(error).__name__}: {error}); "
+                          f"the first validation compiles the rest")
+        return compiled
+
+    def __call__(self, inputs):
+        self.compiling.result()
+        return self.function([v.value for v in self.scores.trainable_variables],
+                             [v.value for v in self.scores.non_trainable_variables], inputs)
 
 
 class EpochWriter:

@@ -252,7 +252,8 @@ def time_config(config, args, distribution, device=None):
         steps = contextlib.nullcontext() if args.real_steps else hollow_steps(device)
         control = loss_read_every_step() if SYNCED in argv else contextlib.nullcontext()
         writes = writes_inline() if INLINE in argv else contextlib.nullcontext()
-        with stand_in_network(args.filters), control, writes, timed_epochs() as (training_timer, epoch_timer), feed, steps, \
+        with stand_in_network(args.filters), control, writes, feed, steps, \
+                timed_epochs() as (training_timer, epoch_timer), \
                 open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
             train.train(run_args, distribution)
     training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]

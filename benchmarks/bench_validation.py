@@ -17,7 +17,9 @@ Also times the scoring of the predictions (PSNR and SSIM: compiled through
 model.image_scorer against op by op, first epoch and later ones) and the SSIM
 that ImageValidation reports (model.ssim: separable window, five statistics in
 one depthwise pass) against the direct way it replaced (five 11x11 2-D
-convolutions per channel), over the validation pairs.
+convolutions per channel), over the validation pairs. On JAX, first: the first validation's seconds in the
+training loop with its programs compiled ahead on a helper thread from the start of training (train.py's way since
+2026-11-27, model.AheadCompiledScores; that thread's seconds beside) and compiled in the loop at the first call.
 """
 import argparse
 import json
@@ -143,6 +145,21 @@ def time_scores(pairs, epochs):
                           images=len(pairs), backend=keras.backend.backend())), flush=True)
 
 
+def first_validation(model, pairs):
+    """JAX: one JSON line, the seconds the first validation takes in the training loop, its programs compiled
+    ahead (on_train_begin's helper thread, waited for first and timed apart) or at the first call in the loop."""
+    ahead = models.ImageValidation(pairs, "mse")
+    ahead.set_model(model)
+    compile_ahead_s = seconds(lambda: (ahead.on_train_begin(), ahead.ahead.compiling.result()))
+    ahead_s = seconds(lambda: ahead.on_epoch_end(0, {}))
+    in_loop = models.ImageValidation(pairs, "mse")
+    in_loop.set_model(model)
+    in_loop_s = seconds(lambda: in_loop.on_epoch_end(0, {}))
+    print(json.dumps(dict(bench="first_validation", in_loop_compiled_s=round(in_loop_s, 3),
+                          ahead_compiled_s=round(ahead_s, 3), helper_thread_s=round(compile_ahead_s, 3),
+                          images=len(pairs), backend=keras.backend.backend())), flush=True)
+
+
 def main():
     args = get_args()
     count_compiles()
@@ -154,6 +171,8 @@ def main():
         return 0
     model = models.get_model("srresnet")
     model.compile(optimizer="adam", loss="mse", metrics=[models.psnr_metric()])
+    if keras.backend.backend() == "jax":
+        first_validation(model, pairs)
     validation = models.ImageValidation(pairs, "mse")
     validation.set_model(model)
     common = dict(images=len(pairs), backend=keras.backend.backend(), sizes=len({p[0].shape for p in pairs}),

@@ -6,7 +6,8 @@ Trains exactly as train.py does with the same flags, and appends one JSON line a
 OUTPUT_PATH/epoch_times.jsonl: {"epoch", "steps_s" (from the epoch's start until the device has finished its
 last step), "end_of_epoch_s" (validation, checkpoint, history and backup), "callbacks_s" (the same per callback:
 {class name: seconds}), "since_start_s"}. The first
-epoch's steps include compiling the training step, its end the compiling of validation for each image shape.
+epoch's steps include compiling the training step, its end the compiling of validation for each image shape
+(on JAX done on a helper thread during the first epoch; its end waits for it only if it is not done).
 benchmarks/gpu_recipe.sh runs the README recipe through this script, so a recipe slower than the GPU's compute
 floor shows where the time goes.
 """

@@ -235,6 +235,39 @@ def test_image_validation_follows_the_l0_gamma_of_each_epoch():
         assert abs(logs["val_loss"] - expected) < 1e-4 * expected, (gamma, logs["val_loss"], expected)
 
 
+def backend_compiles():
+    """A list that JAX's backend compilations append their seconds to from now on (an empty one on other backends)."""
+    compiles = []
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda name, secs, **_: compiles.append(secs) if name.endswith("backend_compile_duration") else None)
+    return compiles
+
+
+def test_validation_programs_are_compiled_when_training_starts():
+    """From on_train_begin, JAX compiles one validation program per image shape on a helper thread, so the first
+    validation compiles nothing and gives what predict_on_batch gives (the L0 gamma followed); on the other
+    backends on_train_begin changes nothing."""
+    pairs = noisy_pairs([(32, 48), (40, 40), (32, 48)])
+    network, loss = models.get_model("srresnet"), models.get_loss("l0")
+    expected = expected_validation(network, pairs, loss)
+    validation = models.ImageValidation(pairs, loss)
+    validation.set_model(network)
+    validation.on_train_begin()
+    if keras.backend.backend() == "jax":
+        assert validation.ahead.compiling.result() == 2  # the two shapes, compiled ahead
+    compiles, logs = backend_compiles(), {}
+    validation.on_epoch_end(0, logs)
+    assert compiles == []
+    for key, value in expected.items():
+        assert abs(logs[key] - value) < 1e-4 * max(1, abs(value)), (key, logs[key], value)
+    loss.gamma.assign(0.5)
+    validation.on_epoch_end(1, logs)
+    assert abs(logs["val_loss"] - expected_validation(network, pairs, loss)["val_loss"]) < 1e-4 * logs["val_loss"]
+
+
 @pytest.mark.parametrize("height, width", [(17, 45), (64, 64), (100, 30)])
 def test_padded_prediction_keeps_the_size_and_matches_a_pointwise_model(height, width):
     """A 1x1 conv sees no neighbours, so the mirrored padding must not change a single output pixel."""
