@@ -104,7 +104,9 @@ def gpu_compute_capability():
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))) if gpus else None
+        if not gpus:
+            return None
+        return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
     if backend == "jax":
         import jax
 
@@ -177,7 +179,8 @@ def ssim(y_true, y_pred):
         mean_a, mean_b, mean_aa, mean_bb, mean_ab = (blurred[..., k] for k in range(SSIM_MAPS))
         covariance = mean_ab - mean_a * mean_b
         variances = mean_aa + mean_bb - mean_a**2 - mean_b**2
-        ssim_map = ((2 * mean_a * mean_b + c1) * (2 * covariance + c2)) / ((mean_a**2 + mean_b**2 + c1) * (variances + c2))
+        numerator = (2 * mean_a * mean_b + c1) * (2 * covariance + c2)
+        ssim_map = numerator / ((mean_a**2 + mean_b**2 + c1) * (variances + c2))
         channel_means.append(ops.mean(ssim_map))
     return ops.mean(ops.stack(channel_means))
 

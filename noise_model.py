@@ -236,7 +236,8 @@ def get_args(argv=None):
 
 
 def level_specs(spec, count):
-    """`count` fixed-level specs from MIN to MAX of every part: ('gaussian,0,50', 3) -> gaussian,0,0 ...,25,25 ...,50,50."""
+    """`count` fixed-level specs from MIN to MAX of every part:
+    ('gaussian,0,50', 3) -> gaussian,0,0 ...,25,25 ...,50,50."""
     if count == 1:
         return [spec]
     specs = []
