@@ -331,17 +331,21 @@ class ImageValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.build_scores()
-        score = self.ahead or self.scores.predict_on_batch
-        per_image = np.array([np.asarray(score(inputs), np.float64)[0] for inputs in self.inputs])
+        if self.ahead is not None:
+            outputs = self.ahead(self.inputs)
+        else:
+            outputs = [self.scores.predict_on_batch(inputs) for inputs in self.inputs]
+        per_image = np.array([np.asarray(output, np.float64)[0] for output in outputs])
         logs.update(dict(zip(("val_loss", "val_PSNR", "val_SSIM"), (float(v) for v in per_image.mean(axis=0)))))
 
 
 class AheadCompiledScores:
     """JAX only: a validation_model's function of its variables and [noisy, clean], jitted, with the program for
     every input shape of `inputs` compiled ahead on a helper thread (from ShapeDtypeStructs: nothing runs on the
-    device, and the model's variables, which training frees during an epoch, are not read). Called with inputs,
-    it waits for those compilations, then runs as predict_on_batch would: [loss, PSNR, SSIM] rows. A shape that
-    failed to compile ahead compiles at its call instead."""
+    device, and the model's variables, which training frees during an epoch, are not read). Called with a list of
+    inputs, it waits for those compilations, then gives what predict_on_batch would give for each ([loss, PSNR,
+    SSIM] rows), as JAX arrays: all are dispatched before any is read, so the device runs them back to back. A
+    shape that failed to compile ahead compiles at its call instead."""
 
     def __init__(self, scores, inputs):
         import jax
@@ -375,10 +379,11 @@ class AheadCompiledScores:
                           f"the first validation compiles the rest")
         return compiled
 
-    def __call__(self, inputs):
+    def __call__(self, inputs_list):
         self.compiling.result()
-        return self.function([v.value for v in self.scores.trainable_variables],
-                             [v.value for v in self.scores.non_trainable_variables], inputs)
+        trainable = [v.value for v in self.scores.trainable_variables]
+        non_trainable = [v.value for v in self.scores.non_trainable_variables]
+        return [self.function(trainable, non_trainable, inputs) for inputs in inputs_list]
 
 
 class EpochWriter:
