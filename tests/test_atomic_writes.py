@@ -1,6 +1,7 @@
 """Checkpoints and history are written atomically: a write that fails midway leaves the earlier files intact."""
 import contextlib
 import threading
+from unittest import mock
 
 import cli
 
@@ -107,11 +108,8 @@ def counting_layer_inits():
         count[0] += 1
         layer_init(self, *args, **kwargs)
 
-    keras.layers.Layer.__init__ = counting_init
-    try:
+    with mock.patch.object(keras.layers.Layer, "__init__", counting_init):
         yield count
-    finally:
-        keras.layers.Layer.__init__ = layer_init
 
 
 def test_the_backup_of_an_improving_epoch_is_a_copy_of_its_checkpoint(tmp_path, monkeypatch):
