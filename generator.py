@@ -5,11 +5,18 @@ handed to Keras are float32 in the same 0-255 range, shaped
 (batch, height, width, 3).
 """
 import collections
+import math
+import mmap
+import multiprocessing
 import os
+import queue
+import signal
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 
@@ -106,6 +113,132 @@ def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
     return images
 
 
+def random_patch(images, image_size, rng):
+    """A random image_size x image_size crop (uint8; a view, or a copy from an ImageOnDisk) of a random image."""
+    image = images[rng.integers(len(images))]
+    height, width = image.shape[:2]
+    top = rng.integers(height - image_size + 1)
+    left = rng.integers(width - image_size + 1)
+    return image[top:top + image_size, left:left + image_size]
+
+
+def make_batch(images, source_noise_model, target_noise_model, batch_size, image_size, seed, epoch, index,
+               out=None):
+    """Batch `index` of epoch `epoch`: (sources, targets), float32 0-255 of shape (batch_size, image_size,
+    image_size, channels), a function of its arguments alone (so any thread or process makes the same batch);
+    written into `out`, a (sources, targets) pair of such arrays, where given.
+
+    Three independent streams: which patches, the source noise and the target noise. So the patches and
+    their source noise do not depend on the target noise model: runs with clean, clipped or zero-mean
+    targets (same seed) see the very same inputs, and differ only by what they are asked to predict.
+    """
+    patch_rng, source_rng, target_rng = (np.random.default_rng(stream) for stream in
+                                         np.random.SeedSequence([seed, epoch, index]).spawn(3))
+    shape = (batch_size, image_size, image_size, images[0].shape[2])
+    sources, targets = out if out is not None else (np.empty(shape, np.float32), np.empty(shape, np.float32))
+    for k in range(batch_size):
+        patch = random_patch(images, image_size, patch_rng)
+        sources[k] = source_noise_model(patch, source_rng)
+        targets[k] = target_noise_model(patch, target_rng)
+    return sources, targets
+
+
+def shared_batch_buffers(count, shape):
+    """`count` (sources, targets) pairs of float32 arrays of `shape`, as one array (2, count, *shape) in an
+    anonymous shared mapping: a process forked after this writes a batch into it and the parent reads it,
+    with no pickling (pickling the 1.5 MB of a recipe batch and its tuple took 2-3 ms here)."""
+    memory = mmap.mmap(-1, 2 * count * math.prod(shape) * np.dtype(np.float32).itemsize)
+    return np.frombuffer(memory, np.float32).reshape(2, count, *shape)
+
+
+def _serve_batches(connection, slot, batch_args, buffers):
+    """A forked batch-making process: for each (seed, epoch, index) received, make that batch into buffer
+    `slot` and answer None (or the exception); None received, or the parent gone, ends it. Ctrl-C is the
+    parent's to handle, and OpenCV keeps to one thread: the processes are the parallelism."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        try:
+            make_batch(**batch_args, seed=request[0], epoch=request[1], index=request[2],
+                       out=(buffers[0, slot], buffers[1, slot]))
+            connection.send(None)
+        except Exception as error:  # noqa: BLE001 (any failure is the parent's to raise)
+            try:
+                connection.send(error)
+            except Exception:  # noqa: BLE001 (an exception that cannot be pickled)
+                connection.send(RuntimeError(f"{type(error).__name__}: {error}"))
+
+
+class BatchProcesses:
+    """`count` processes forked at once, each making batches into its own shared buffer when asked through
+    its pipe. One request and one answer of a few bytes each way per batch: no pool's helper threads and
+    no pickled arrays, so the parent, whose GIL Keras' training loop needs, spends little per batch.
+
+    The children inherit `batch_args` (copy-on-write: the images, the noise models; nothing is pickled)
+    and run NumPy and OpenCV only, never the backend, so the warning of JAX (and of Python 3.12+) about
+    forking a multithreaded process does not apply to them and is not shown.
+    """
+
+    def __init__(self, count, batch_args, shape):
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ValueError("batch-making processes need os.fork (Linux, macOS); use threads on this system")
+        self.buffers = shared_batch_buffers(count, shape)
+        context = multiprocessing.get_context("fork")
+        self.idle = queue.SimpleQueue()  # (slot, connection) of the processes not making a batch
+        self.processes, self.connections = [], []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+            warnings.filterwarnings("ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning)
+            for slot in range(count):
+                connection, child_end = context.Pipe()
+                process = context.Process(target=_serve_batches, args=(child_end, slot, batch_args, self.buffers),
+                                          name=f"batch-maker-{slot}", daemon=True)
+                process.start()
+                child_end.close()
+                self.processes.append(process)
+                self.connections.append(connection)
+                self.idle.put((slot, connection))
+
+    def make(self, seed, epoch, index):
+        """Batch (seed, epoch, index) as make_batch makes it, by the next idle process (waits for one)."""
+        slot, connection = self.idle.get()
+        try:
+            error = self._ask(slot, connection, (seed, epoch, index))
+            if error is not None:
+                raise error  # the process's own exception (an image file gone, say)
+            sources, targets = self.buffers[:, slot].copy()  # one allocation: a third of the time of two here
+            return sources, targets
+        finally:
+            self.idle.put((slot, connection))  # only now may the process overwrite its buffer
+
+    def _ask(self, slot, connection, request):
+        """Send `request` to process `slot` and return its answer; a process that died is a RuntimeError."""
+        try:
+            connection.send(request)
+            return connection.recv()
+        except (EOFError, OSError):
+            process = self.processes[slot]
+            process.join(timeout=1)
+            raise RuntimeError(f"batch-making process {process.pid} ended (exit code {process.exitcode})") from None
+
+    def close(self):
+        """Ask every process to end, and wait for it (a second at most each)."""
+        for connection, process in zip(self.connections, self.processes):
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+            process.join(timeout=1)
+            if process.is_alive():
+                process.terminate()
+
+
 class NoisyImageGenerator(keras.utils.PyDataset):
     """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255.
 
@@ -116,50 +249,45 @@ class NoisyImageGenerator(keras.utils.PyDataset):
     on JAX and PyTorch its worker queue carries batches made but not yet used
     into the next epoch: both deterministic; tests/test_resume.py checks that a
     resumed run equals an uninterrupted one on TensorFlow and JAX.)
+
+    With `processes` > 0 the batches are made in that many forked processes (the
+    same batches): Keras' `workers` threads then only wait for them, and the patch
+    and noise work no longer shares Python's GIL with the training loop (which a
+    fast GPU needs: benchmarks/RESULTS.md). close() ends the processes.
     """
 
     def __init__(self, images, source_noise_model, target_noise_model, batch_size=16, image_size=64,
-                 steps=1000, seed=None, **pydataset_kwargs):
+                 steps=1000, seed=None, processes=0, **pydataset_kwargs):
         super().__init__(**pydataset_kwargs)
         self.images = [image for image in images if min(image.shape[:2]) >= image_size]
         if not self.images:
             raise NoImagesError(f"no training image is at least {image_size}x{image_size} pixels")
-        self.source_noise_model = source_noise_model
-        self.target_noise_model = target_noise_model
-        self.batch_size = batch_size
-        self.image_size = image_size
+        self.batch_args = dict(images=self.images, source_noise_model=source_noise_model,
+                               target_noise_model=target_noise_model, batch_size=batch_size, image_size=image_size)
         self.steps = steps
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
         self.epoch = 0
+        self.processes = None
+        if processes:
+            shape = (batch_size, image_size, image_size, self.images[0].shape[2])
+            self.processes = BatchProcesses(processes, self.batch_args, shape)
+            weakref.finalize(self, self.processes.close)
 
     def __len__(self):
         return self.steps
 
-    def random_patch(self, rng):
-        """A random image_size x image_size crop (uint8; a view, or a copy from an ImageOnDisk) of a random image."""
-        image = self.images[rng.integers(len(self.images))]
-        height, width = image.shape[:2]
-        top = rng.integers(height - self.image_size + 1)
-        left = rng.integers(width - self.image_size + 1)
-        return image[top:top + self.image_size, left:left + self.image_size]
-
     def __getitem__(self, index):
-        # Three independent streams: which patches, the source noise and the target noise. So the patches and
-        # their source noise do not depend on the target noise model: runs with clean, clipped or zero-mean
-        # targets (same seed) see the very same inputs, and differ only by what they are asked to predict.
-        patch_rng, source_rng, target_rng = (np.random.default_rng(stream) for stream in
-                                             np.random.SeedSequence([self.seed, self.epoch, index]).spawn(3))
-        shape = (self.batch_size, self.image_size, self.image_size, self.images[0].shape[2])
-        sources = np.empty(shape, np.float32)
-        targets = np.empty(shape, np.float32)
-        for k in range(self.batch_size):
-            patch = self.random_patch(patch_rng)
-            sources[k] = self.source_noise_model(patch, source_rng)
-            targets[k] = self.target_noise_model(patch, target_rng)
-        return sources, targets
+        if self.processes is None:
+            return make_batch(**self.batch_args, seed=self.seed, epoch=self.epoch, index=index)
+        return self.processes.make(self.seed, self.epoch, index)
 
     def on_epoch_end(self):
         self.epoch += 1
+
+    def close(self):
+        """End the batch-making processes, if any (after training; batches cannot be made any more)."""
+        if self.processes is not None:
+            self.processes.close()
 
 
 def crop_to_multiple(image, multiple=SIZE_MULTIPLE):

@@ -11,6 +11,7 @@ epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
 import contextlib
+import multiprocessing
 import pickle
 import shutil
 import sys
@@ -90,7 +91,14 @@ def add_speed_flags(parser):
     """Flags that change how fast a run goes, not what it learns (a section of --help)."""
     group = parser.add_argument_group("speed and scale-out")
     group.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
-                       help="threads making training batches while the model trains")
+                       help="threads making training batches while the model trains (processes with "
+                            "--use_multiprocessing)")
+    group.add_argument("--use_multiprocessing", action="store_true",
+                       help="make the training batches in --workers processes, forked once at the start, instead of "
+                            "threads (the same batches): for a fast GPU, which threads sharing Python's GIL with "
+                            "Keras' loop cannot keep fed (on an H200 with 16 cores, 8 threads deliver a recipe batch "
+                            "only every 8.7 ms: benchmarks/RESULTS.md); costs the start-up of the processes. Linux "
+                            "and macOS (os.fork)")
     group.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
                             "compiles the N steps into one loop (one round trip to the device); every backend "
@@ -110,6 +118,9 @@ def get_args(argv=None):
     for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
         add_flags(parser)
     args = parser.parse_args(argv)
+    if args.use_multiprocessing and "fork" not in multiprocessing.get_all_start_methods():
+        parser.error("argument --use_multiprocessing: needs os.fork (Linux, macOS), which this system lacks; "
+                     "leave it out to make the batches in threads")
     if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, "
                      f"got {args.image_size}")
@@ -150,7 +161,7 @@ def make_datasets(args, replicas=1):
         train_images, get_noise_model(args.source_noise_model),
         get_noise_model(args.target_noise_model, zero_mean=args.zero_mean_targets),
         batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=args.seed,
-        workers=args.workers)
+        workers=args.workers, processes=args.workers if args.use_multiprocessing else 0)
     return train, generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
 
 
@@ -286,8 +297,11 @@ def train(args, distribution):
     # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe. No shuffle: the
     # batches are random patches already, and Keras would shuffle their order with Python's unseeded `random`,
     # so the same --seed would train on the same batches in a different order (different weights) every run.
-    model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
-              shuffle=False)
+    try:
+        model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
+                  shuffle=False)
+    finally:
+        train_data.close()  # the batch-making processes of --use_multiprocessing
     distribute.finish(distribution)
     if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):
         return 1  # StopOnNaN said why and what to change

@@ -7,7 +7,9 @@ on one thread, batch 16 of 64x64, for every noise model; then the original's
 approach for the same noise models, which the benchmark implements as the
 original generator worked (re-read a random file for every patch, then add
 noise to that one patch in float64), and the ratios. First, the seconds to decode
-the images (train.py's start), on one thread and on generator.decoded_images' threads.
+the images (train.py's start), on one thread and on generator.decoded_images' threads. Last, the GPU
+recipe's batches made by N worker threads against N forked processes (train.py --use_multiprocessing), for
+each N of --workers: batches per second and this process's CPU time per batch.
 """
 import argparse
 import json
@@ -16,6 +18,7 @@ import platform
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -82,6 +85,8 @@ def get_args():
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
     parser.add_argument("--batch_size", type=int, default=16, help="patches per batch")
     parser.add_argument("--image_size", type=int, default=64, help="patch size")
+    parser.add_argument("--workers", type=int, nargs="*", default=sorted({1, os.cpu_count() or 1}),
+                        help="worker counts for the threads-against-processes lines (the GPU recipe's batch)")
     return parser.parse_args()
 
 
@@ -100,6 +105,29 @@ def time_decoding(paths, rounds=3):
     print(json.dumps(dict(bench="decode_images", images=len(paths), seconds={k: round(v, 3) for k, v in best.items()},
                           speedup=round(best["one_thread"] / best["default_threads"], 2),
                           cores=os.cpu_count())), flush=True)
+
+
+def time_workers(cached, workers, seconds):
+    """One JSON line per worker count and kind: the GPU recipe's batches (8 pairs of 128x128, gaussian sources,
+    zero-mean targets) made by `workers` threads (train.py --workers N) or by as many forked processes
+    (--use_multiprocessing), as Keras asks for them (`workers` threads at once): batches per second, and the
+    CPU milliseconds this process (whose GIL Keras' training loop needs) spends per batch."""
+    kinds = {"threads": 0, "processes": workers}
+    makers = {kind: generator.NoisyImageGenerator(cached, get_noise_model("gaussian,0,50"),
+                                                  get_noise_model("gaussian,0,50", zero_mean=True), batch_size=8,
+                                                  image_size=128, steps=10**9, seed=0, processes=processes)
+              for kind, processes in kinds.items()}
+    for kind, data in makers.items():
+        with ThreadPoolExecutor(workers) as asking:
+            list(asking.map(data.__getitem__, range(2 * workers)))  # warm-up
+            start, cpu, batches = time.perf_counter(), time.process_time(), 0
+            while time.perf_counter() - start < seconds:
+                list(asking.map(data.__getitem__, range(batches, batches + 4 * workers)))
+                batches += 4 * workers
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        data.close()
+        print(json.dumps(dict(bench="recipe_batches", made_in=kind, workers=workers, batches_per_s=round(batches / wall),
+                              parent_cpu_ms_per_batch=round(1e3 * cpu / batches, 2), cores=os.cpu_count())), flush=True)
 
 
 def main():
@@ -125,6 +153,9 @@ def main():
                                 args.batch_size, args.seconds)
         print(json.dumps(dict(bench="generator", approach="original", noise=spec, pairs_per_s=round(rate),
                               suite_speedup=round(suite[spec] / rate, 1), **common)))
+    recipe_sized = [image for image in cached if min(image.shape[:2]) >= 128]
+    for workers in args.workers:
+        time_workers(recipe_sized, workers, args.seconds)
     return 0
 
 

@@ -81,6 +81,9 @@ class PremadeBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         return self.batches[index]
 
+    def close(self):
+        """Nothing runs in the background (train.py closes its dataset after training)."""
+
 
 def premade_batches():
     """Within: train.py trains on its generator's batches made before fit() (the same batches every epoch)."""

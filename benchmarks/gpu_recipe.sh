@@ -2,6 +2,7 @@
 # The original README's full recipe on one GPU, timed end to end, with the GPU's utilization sampled
 # every second by nvidia-smi (where there is one):
 #     KERAS_BACKEND=jax bash benchmarks/gpu_recipe.sh DATA_DIR RUN_DIR [more train.py flags]
+# e.g. --mixed_precision --zero_mean_targets --workers 8 --use_multiprocessing (the next run to time).
 # DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation); flags given after RUN_DIR override
 # the recipe's (e.g. --mixed_precision, or --nb_epochs 1 --steps 5 for a dry run). RUN_DIR receives train.py's
 # checkpoints and history.npz, train.log, epoch_times.jsonl (each epoch's steps and end-of-epoch seconds, in all

@@ -70,6 +70,14 @@ def test_train_rejects_bad_input(case, image_folder, tmp_path, output_dir):
     assert_untouched(output_dir)
 
 
+def test_train_rejects_use_multiprocessing_where_there_is_no_fork(image_folder, output_dir, monkeypatch):
+    monkeypatch.setattr("multiprocessing.get_all_start_methods", lambda: ["spawn"])  # as on Windows
+    result = run_main("train", "--image_dir", image_folder, "--test_dir", image_folder, "--use_multiprocessing",
+                      "--output_path", output_dir, "--nb_epochs", 1, "--steps", 1)
+    assert_one_line_error(result, "--use_multiprocessing", "os.fork", "leave it out")
+    assert_untouched(output_dir)
+
+
 def test_train_rejects_a_corrupt_weight_file_in_a_real_process(image_folder, tmp_path, output_dir):
     """In a subprocess: the error comes after TensorFlow started, and its start-up lines must not show."""
     corrupt = tmp_path / "corrupt.weights.h5"

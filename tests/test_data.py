@@ -1,4 +1,7 @@
 """Image listing and reading, the training patch generator and the validation set."""
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import cli
 
 cli.import_keras_quietly()
@@ -174,6 +177,65 @@ def test_batches_are_reproducible_and_change_every_epoch(photos):
     before = first[1][0]
     first.on_epoch_end()
     assert not np.array_equal(before, first[1][0])
+
+
+def test_batches_made_in_processes_are_the_batches_made_in_threads(image_folder):
+    """--use_multiprocessing: the same batches, epoch after epoch, also from images read from disk per patch and
+    with OpenCV's text noise, while more threads ask for batches than the processes have buffers."""
+    paths = images.list_images(image_folder)
+    loaded = generator.load_images(paths, min_size=32, cache_bytes=generator.load_images(paths)[0].nbytes)
+    assert any(isinstance(image, generator.ImageOnDisk) for image in loaded)
+    def make(processes=0):
+        return generator.NoisyImageGenerator(loaded, get_noise_model("text,0,30"),
+                                             get_noise_model("gaussian,0,50", zero_mean=True),
+                                             batch_size=4, image_size=32, steps=6, seed=7, processes=processes)
+
+    in_threads, in_processes = make(), make(processes=2)
+    try:
+        for _ in range(2):
+            with ThreadPoolExecutor(6) as asking:  # 6 at once, 4 buffers
+                made = list(asking.map(in_processes.__getitem__, range(6)))
+            for index, (sources, targets) in enumerate(made):
+                expected_sources, expected_targets = in_threads[index]
+                np.testing.assert_array_equal(sources, expected_sources)
+                np.testing.assert_array_equal(targets, expected_targets)
+            in_threads.on_epoch_end()
+            in_processes.on_epoch_end()
+    finally:
+        in_processes.close()
+
+
+def test_batches_come_from_the_forked_processes_which_close_ends(photos):
+    def pid_noise(patch, rng):  # a closure: the processes are forked, nothing is pickled
+        return np.full(patch.shape, os.getpid(), np.float32)
+
+    data = generator.NoisyImageGenerator(photos, pid_noise, get_noise_model("clean"), batch_size=2, image_size=24,
+                                         steps=4, seed=0, processes=2)
+    processes = data.processes.processes
+    makers = {int(data[index][0][0, 0, 0, 0]) for index in range(4)}
+    assert makers and makers <= {process.pid for process in processes} and os.getpid() not in makers
+    data.close()
+    assert not any(process.is_alive() for process in processes)
+
+
+def test_a_failure_in_a_batch_process_is_raised_where_the_batch_was_asked_for(tmp_path):
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), synthetic_photo(np.random.default_rng(0), 48, 48))
+    noise = get_noise_model("gaussian,0,50")
+    data = generator.NoisyImageGenerator([generator.ImageOnDisk(path, (48, 48, 3), 3)], noise, noise, batch_size=2,
+                                         image_size=32, steps=3, seed=0, processes=1)
+    asking = ThreadPoolExecutor(1)  # with a timeout: a buffer not given back would make the next batch wait forever
+    try:
+        assert asking.submit(data.__getitem__, 0).result(timeout=60)[0].shape == (2, 32, 32, 3)
+        path.unlink()
+        with pytest.raises(OSError, match="photo.png could not be read again"):  # the process's own exception
+            asking.submit(data.__getitem__, 1).result(timeout=60)
+        data.processes.processes[0].kill()
+        with pytest.raises(RuntimeError, match=r"batch-making process \d+ ended \(exit code -9\)"):
+            asking.submit(data.__getitem__, 2).result(timeout=60)
+    finally:
+        asking.shutdown()
+        data.close()
 
 
 def test_a_single_image_fills_a_larger_batch(photos):

@@ -52,11 +52,13 @@ def test_train_writes_checkpoint_history_and_sample(trained_run):
                   "--val_noise_model", "text,25,25"]),
     ("unet_clean", ["--model", "unet", "--target_noise_model", "clean", "--val_noise_model", "gaussian,10,10"]),
     ("clean_source_val_capped_cache", ["--source_noise_model", "clean", "--target_noise_model", "text,0,10",
-                                       "--val_noise_model", "clean", "--cache_mb", 0.05]),
-    ("mixed_zero_mean", ["--mixed_precision", "--zero_mean_targets"]),
+                                       "--val_noise_model", "clean", "--cache_mb", 0.05, "--use_multiprocessing"]),
+    ("mixed_zero_mean_processes", ["--mixed_precision", "--zero_mean_targets", "--use_multiprocessing",
+                                   "--workers", 3]),
 ])
 def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extra):
-    """Every loss, both models, and every noise model as source, target and validation noise.
+    """Every loss, both models, every noise model as source, target and validation noise, and batches made in
+    processes (--use_multiprocessing).
     Small synthetic images keep these runs short; the first test covers the real data sets."""
     output, result = train(tmp_path, name, image_folder, image_folder, "--lr", 0.001, *extra)
     checkpoints = assert_trained(output)
