@@ -187,7 +187,7 @@ class BatchProcesses:
 
     def __init__(self, count, batch_args, shape):
         if "fork" not in multiprocessing.get_all_start_methods():
-            raise ValueError("batch-making processes need os.fork (Linux, macOS); use threads on this system")
+            raise ValueError("batch-making processes need os.fork (Linux); use threads on this system")
         self.buffers = shared_batch_buffers(count, shape)
         context = multiprocessing.get_context("fork")
         self.idle = queue.SimpleQueue()  # (slot, connection) of the processes not making a batch

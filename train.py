@@ -97,8 +97,8 @@ def add_speed_flags(parser):
                        help="make the training batches in --workers processes, forked once at the start, instead of "
                             "threads (the same batches): for a fast GPU, which threads sharing Python's GIL with "
                             "Keras' loop cannot keep fed (on an H200 with 16 cores, 8 threads deliver a recipe batch "
-                            "only every 8.7 ms: benchmarks/RESULTS.md); costs the start-up of the processes. Linux "
-                            "and macOS (os.fork)")
+                            "only every 8.7 ms: benchmarks/RESULTS.md); costs the start-up of the processes. Needs "
+                            "os.fork: for Linux (macOS has it, but its system libraries are not fork-safe)")
     group.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
                             "compiles the N steps into one loop (one round trip to the device); every backend "
@@ -119,7 +119,7 @@ def get_args(argv=None):
         add_flags(parser)
     args = parser.parse_args(argv)
     if args.use_multiprocessing and "fork" not in multiprocessing.get_all_start_methods():
-        parser.error("argument --use_multiprocessing: needs os.fork (Linux, macOS), which this system lacks; "
+        parser.error("argument --use_multiprocessing: needs os.fork (Linux), which this system lacks; "
                      "leave it out to make the batches in threads")
     if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, "
