@@ -151,6 +151,11 @@ def shared_batch_buffers(count, shape):
     return np.frombuffer(memory, np.float32).reshape(2, count, *shape)
 
 
+def can_fork():
+    """Whether this system has os.fork, which BatchProcesses needs (Linux; not Windows)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 def _serve_batches(connection, slot, batch_args, buffers):
     """A forked batch-making process: for each (seed, epoch, index) received, make that batch into buffer
     `slot` and answer None (or the exception); None received, or the parent gone, ends it. Ctrl-C is the
@@ -186,7 +191,7 @@ class BatchProcesses:
     """
 
     def __init__(self, count, batch_args, shape):
-        if "fork" not in multiprocessing.get_all_start_methods():
+        if not can_fork():
             raise ValueError("batch-making processes need os.fork (Linux); use threads on this system")
         self.buffers = shared_batch_buffers(count, shape)
         context = multiprocessing.get_context("fork")

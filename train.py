@@ -11,7 +11,6 @@ epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
 import contextlib
-import multiprocessing
 import pickle
 import shutil
 import sys
@@ -118,7 +117,7 @@ def get_args(argv=None):
     for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
         add_flags(parser)
     args = parser.parse_args(argv)
-    if args.use_multiprocessing and "fork" not in multiprocessing.get_all_start_methods():
+    if args.use_multiprocessing and not generator.can_fork():
         parser.error("argument --use_multiprocessing: needs os.fork (Linux), which this system lacks; "
                      "leave it out to make the batches in threads")
     if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
