@@ -28,7 +28,9 @@ device had finished: the steps the loop had queued ahead of it (one step's D or 
 step). XLA's CPU client is limited to one thread for this, so the other core is the host's.
 The network is a stand-in with the SRResNet's layers and 219 weight arrays but next to no arithmetic (each
 patch pooled 8 x 8, 1 filter per convolution instead of 64, enlarged back), so that validation and the real
-steps stay cheap. The configuration "premade" feeds batches made beforehand: the loop without the generator;
+steps stay cheap. With --real_network (and --real_steps) it is train.py's own network, so that "premade" times the device's
+floor for train.py's step (on a GPU: the step time to compare the recipe's steps with). The configuration
+"premade" feeds batches made beforehand: the loop without the generator;
 "synced" adds a callback that reads the loss after every step (the control: a loop that waits for the device);
 "inline_writes" writes each epoch's checkpoint, history and backup in the training loop (the control of
 train.py's background writes).
@@ -255,11 +257,15 @@ def time_config(config, args, distribution, device=None):
         steps = contextlib.nullcontext() if args.real_steps else hollow_steps(device)
         control = loss_read_every_step() if SYNCED in argv else contextlib.nullcontext()
         writes = writes_inline() if INLINE in argv else contextlib.nullcontext()
-        with stand_in_network(args.filters), control, writes, feed, steps, \
+        network = contextlib.nullcontext() if args.real_network else stand_in_network(args.filters)
+        with network, control, writes, feed, steps, \
                 timed_epochs() as (training_timer, epoch_timer), \
                 open(Path(output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
             train.train(run_args, distribution)
     training, epochs = training_timer.seconds[1:], epoch_timer.seconds[1:]
+    if not training:
+        raise SystemExit(f"bench_host.py: configuration {config!r} timed no epoch after the first (it trained "
+                         f"{len(training_timer.seconds)}); --nb_epochs must be 2 or more, also within a configuration")
     end_of_epoch = [whole - steps for whole, steps in zip(epochs, training)]
     parts = epoch_timer.parts[1:]
     times = dict(ms_per_step=1000 * sum(training) / len(training) / args.steps,
@@ -286,6 +292,9 @@ def get_args():
     parser.add_argument("--real_steps", action="store_true",
                         help="run the stand-in's real training steps (any backend; their arithmetic included) "
                              "instead of hollow ones (JAX; the host's work alone)")
+    parser.add_argument("--real_network", action="store_true",
+                        help="train train.py's own network (the recipe's SRResNet) instead of the stand-in; with "
+                             "--real_steps, on a GPU: the real step time, and with premade its floor")
     parser.add_argument("--device_ms", type=float, default=0.0,
                         help="simulate a device whose training step takes this many ms (JAX on a CPU: one XLA CPU "
                              "thread kept busy that long by each hollow step); 0: no device work")
@@ -298,6 +307,8 @@ def main():
     args = get_args()
     if args.device_ms and args.real_steps:
         raise SystemExit("bench_host.py: --device_ms simulates the device of hollow steps; leave out --real_steps")
+    if args.real_network and not args.real_steps:
+        raise SystemExit("bench_host.py: --real_network times the network's real steps; add --real_steps")
     distribution = train.start_devices(train.get_args([]))
     device = calibrated_device(args.device_ms) if args.device_ms else None
     for config in args.config:
@@ -308,7 +319,8 @@ def main():
             times.update(device_ms=device_ms, device_busy=device_ms / times["ms_per_step"])
         rounded = {key: round(value, 3) for key, value in times.items()}
         print(json.dumps(dict(bench="host_step", config=config, **rounded,
-                              real_steps=args.real_steps, filters=args.filters, steps=args.steps,
+                              real_steps=args.real_steps, steps=args.steps,
+                              network="train.py's" if args.real_network else f"stand-in, {args.filters} filters",
                               epochs_timed=args.nb_epochs - 1, workers=run_args.workers,
                               backend=keras.backend.backend(), device=distribution.description)), flush=True)
     return 0
