@@ -30,22 +30,32 @@ def load_history(run_dir):
         raise cli.UserError(f"{path}: not a train.py history file ({error})") from None
 
 
-def plot_metric(histories, metric, path):
-    """One PNG at `path` with one line per run for `metric`."""
+def metric_figure(histories, metric):
+    """A matplotlib Figure with one line per run ({name: history}) for `metric` against the epoch."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     for name, history in histories.items():
         values = history.get(metric, [])
         axes.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 20 else None, label=name)
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 1.5 on a short run
     axes.set_ylabel(metric + (" (dB)" if "PSNR" in metric else ""))
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
+    return figure
+
+
+def plot_metric(histories, metric, path):
+    """One PNG at `path` with one line per run for `metric`."""
+    import matplotlib.pyplot as plt
+
+    figure = metric_figure(histories, metric)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

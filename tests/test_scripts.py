@@ -171,6 +171,17 @@ def test_plot_history_compares_two_runs_and_accepts_one(trained_run, tmp_path):
     assert (tmp_path / "one" / "val_PSNR.png").is_file()
 
 
+def test_plot_history_numbers_epochs_with_whole_numbers():
+    import matplotlib.pyplot as plt
+
+    import plot_history
+
+    figure = plot_history.metric_figure({"short": {"val_PSNR": [19.5, 23.6, 24.4, 24.7]}}, "val_PSNR")
+    ticks = [tick for tick in figure.axes[0].get_xticks() if 1 <= tick <= 4]
+    plt.close(figure)
+    assert ticks == [1, 2, 3, 4]
+
+
 ORIGINAL_FLAGS = {
     "train.py": ["--image_dir", "--test_dir", "--image_size", "--batch_size", "--nb_epochs", "--lr", "--steps",
                  "--loss", "--weight", "--output_path", "--source_noise_model", "--target_noise_model",
