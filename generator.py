@@ -5,6 +5,7 @@ handed to Keras are float32 in the same 0-255 range, shaped
 (batch, height, width, 3).
 """
 import collections
+import gc
 import math
 import mmap
 import multiprocessing
@@ -197,18 +198,30 @@ class BatchProcesses:
         context = multiprocessing.get_context("fork")
         self.idle = queue.SimpleQueue()  # (slot, connection) of the processes not making a batch
         self.processes, self.connections = [], []
+        # The parent's garbage (a backend's arrays among it, whose finalizers take locks that its threads may hold
+        # at the fork) is freed here, and gc.freeze() keeps the children's collector off all they inherit, so no
+        # child ever finalizes it (nor writes to the pages it shares with the parent, as a collection would).
+        gc.collect()
+        gc.freeze()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
             warnings.filterwarnings("ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning)
-            for slot in range(count):
-                connection, child_end = context.Pipe()
-                process = context.Process(target=_serve_batches, args=(child_end, slot, batch_args, self.buffers),
-                                          name=f"batch-maker-{slot}", daemon=True)
-                process.start()
-                child_end.close()
-                self.processes.append(process)
-                self.connections.append(connection)
-                self.idle.put((slot, connection))
+            try:
+                self._fork(context, count, batch_args)
+            finally:
+                gc.unfreeze()  # in this process only: the children keep theirs frozen
+
+    def _fork(self, context, count, batch_args):
+        """Start the `count` processes, each with its own pipe and its slot of the buffers."""
+        for slot in range(count):
+            connection, child_end = context.Pipe()
+            process = context.Process(target=_serve_batches, args=(child_end, slot, batch_args, self.buffers),
+                                      name=f"batch-maker-{slot}", daemon=True)
+            process.start()
+            child_end.close()
+            self.processes.append(process)
+            self.connections.append(connection)
+            self.idle.put((slot, connection))
 
     def make(self, seed, epoch, index):
         """Batch (seed, epoch, index) as make_batch makes it, by the next idle process (waits for one)."""

@@ -1,4 +1,5 @@
 """Image listing and reading, the training patch generator and the validation set."""
+import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -216,6 +217,41 @@ def test_batches_come_from_the_forked_processes_which_close_ends(photos):
     assert makers and makers <= {process.pid for process in processes} and os.getpid() not in makers
     data.close()
     assert not any(process.is_alive() for process in processes)
+
+
+class Finalized:
+    """Garbage in a reference cycle whose finalizer writes the pid of the process that ran it to `marker`."""
+
+    def __init__(self, marker):
+        self.marker, self.cycle = marker, self
+
+    def __del__(self):
+        with open(self.marker, "a") as marker:
+            marker.write(f"{os.getpid()}\n")
+
+
+def test_garbage_the_batch_processes_inherit_is_never_finalized_in_them(photos, tmp_path):
+    """Garbage of the training process (a backend's arrays, whose finalizers take locks that its threads may have
+    held at the fork) is collected before forking, and the children's collector skips all they inherit."""
+    marker = tmp_path / "finalized_in"
+
+    def collecting_noise(patch, rng):  # makes each process run its cyclic garbage collector
+        gc.collect()
+        return patch
+
+    gc.disable()  # the cycle stays uncollected until the fork (as the parent's garbage can)
+    try:
+        Finalized(marker)
+        data = generator.NoisyImageGenerator(photos, collecting_noise, get_noise_model("clean"), batch_size=2,
+                                             image_size=24, steps=4, seed=0, processes=2)
+    finally:
+        gc.enable()
+    try:
+        for index in range(4):
+            data[index]
+    finally:
+        data.close()
+    assert marker.read_text().split() == [str(os.getpid())]
 
 
 def test_a_failure_in_a_batch_process_is_raised_where_the_batch_was_asked_for(tmp_path):
