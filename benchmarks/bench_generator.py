@@ -127,7 +127,8 @@ def time_workers(cached, workers, seconds):
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         data.close()
         print(json.dumps(dict(bench="recipe_batches", made_in=kind, workers=workers,
-                              batches_per_s=round(batches / wall), parent_cpu_ms_per_batch=round(1e3 * cpu / batches, 2),
+                              batches_per_s=round(batches / wall),
+                              parent_cpu_ms_per_batch=round(1e3 * cpu / batches, 2),
                               cores=os.cpu_count())), flush=True)
 
 

@@ -28,9 +28,9 @@ device had finished: the steps the loop had queued ahead of it (one step's D or 
 step). XLA's CPU client is limited to one thread for this, so the other core is the host's.
 The network is a stand-in with the SRResNet's layers and 219 weight arrays but next to no arithmetic (each
 patch pooled 8 x 8, 1 filter per convolution instead of 64, enlarged back), so that validation and the real
-steps stay cheap. With --real_network (and --real_steps) it is train.py's own network, so that "premade" times the device's
-floor for train.py's step (on a GPU: the step time to compare the recipe's steps with). The configuration
-"premade" feeds batches made beforehand: the loop without the generator;
+steps stay cheap. With --real_network (and --real_steps) it is train.py's own network, so that "premade" times
+the device's floor for train.py's step (on a GPU: the step time to compare the recipe's steps with). The
+configuration "premade" feeds batches made beforehand: the loop without the generator;
 "synced" adds a callback that reads the loss after every step (the control: a loop that waits for the device);
 "inline_writes" writes each epoch's checkpoint, history and backup in the training loop (the control of
 train.py's background writes).

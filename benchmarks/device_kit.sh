@@ -20,8 +20,8 @@
 # recipe runs' first-epoch and step times; not yet run there), then starts
 # benchmarks/gpu_recipe.sh detached (setsid, so that it outlives the command) with the flags given, and waits
 # up to WAIT_S seconds (default 480) for it to finish. start and collect copy what there is so far into $OUT:
-# summary.json (once finished), epoch_times.jsonl, gpu_recipe.out, progress.txt, run.tgz (the run's logs, history and
-# sample) and best.weights.h5 (the best checkpoint so far, 15 MB with its optimizer state).
+# summary.json (once finished), epoch_times.jsonl, gpu_recipe.out, progress.txt, run.tgz (the run's logs, history
+# and sample) and best.weights.h5 (the best checkpoint so far, 15 MB with its optimizer state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=.device
@@ -71,8 +71,8 @@ sizes() {
     local tree kit_bytes
     tree=$(tree_bytes)
     kit_bytes=$(du -sb "$kit" | cut -f1)
-    echo "working tree $((tree / 1000000)) MB + $kit $((kit_bytes / 1000000)) MB = $(((tree + kit_bytes) / 1000000)) MB" \
-         "(the device takes $((limit / 1000000)) MB)"
+    echo "working tree $((tree / 1000000)) MB + $kit $((kit_bytes / 1000000)) MB" \
+         "= $(((tree + kit_bytes) / 1000000)) MB (the device takes $((limit / 1000000)) MB)"
     if ((tree + kit_bytes > limit)); then
         echo "too big: bash benchmarks/device_kit.sh light on (moves result/weights/ out of the tree)"
     fi
@@ -99,7 +99,8 @@ copy_out() {  # what the run has written so far, into $OUT (the device tool brin
     [ -f "$run/epoch_times.jsonl" ] && cp "$run/epoch_times.jsonl" "$out/"
     [ -f "$run.out" ] && cp "$run.out" "$out/gpu_recipe.out"
     # (without weights, the denoised test images and the --resume backup: the logs, history and sample: about 2 MB)
-    tar czf "$out/run.tgz" --exclude='*.weights.h5' --exclude=Set14 --exclude=Set5 --exclude=backup -C "$(dirname "$run")" "$(basename "$run")" 2> /dev/null || true
+    tar czf "$out/run.tgz" --exclude='*.weights.h5' --exclude=Set14 --exclude=Set5 --exclude=backup \
+        -C "$(dirname "$run")" "$(basename "$run")" 2> /dev/null || true
     local best
     best=$(ls -t "$run"/weights.*.weights.h5 2> /dev/null | head -n 1) || true
     [ -n "$best" ] && cp "$best" "$out/best.weights.h5"
@@ -147,5 +148,8 @@ case $command in
     light) light "$@" ;;
     start) start "$@" ;;
     collect) collect "$@" ;;
-    *) echo "usage: device_kit.sh stage | sizes | light on|off | start [train.py flags] | collect SECONDS" >&2; exit 2 ;;
+    *)
+        echo "usage: device_kit.sh stage | sizes | light on|off | start [train.py flags] | collect SECONDS" >&2
+        exit 2
+        ;;
 esac
