@@ -12,10 +12,12 @@ recipe's batches made by N worker threads against N forked processes (train.py -
 each N of --workers: batches per second and this process's CPU time per batch.
 """
 import argparse
+import collections
 import json
 import os
 import platform
 import random
+import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,11 +109,12 @@ def time_decoding(paths, rounds=3):
                           cores=os.cpu_count())), flush=True)
 
 
-def time_workers(cached, workers, seconds):
+def time_workers(cached, workers, seconds, queue_size=10):
     """One JSON line per worker count and kind: the GPU recipe's batches (8 pairs of 128x128, gaussian sources,
     zero-mean targets) made by `workers` threads (train.py --workers N) or by as many forked processes
-    (--use_multiprocessing), as Keras asks for them (`workers` threads at once): batches per second, and the
-    CPU milliseconds this process (whose GIL Keras' training loop needs) spends per batch."""
+    (--use_multiprocessing), asked for as Keras' PyDataset does: `queue_size` batches requested ahead from a pool
+    of `workers` threads, each taken in order, dropped and replaced by a new request. Prints batches per second,
+    and the CPU milliseconds and minor page faults per batch of this process (whose GIL Keras' loop needs)."""
     kinds = {"threads": 0, "processes": workers}
     makers = {kind: generator.NoisyImageGenerator(cached, get_noise_model("gaussian,0,50"),
                                                   get_noise_model("gaussian,0,50", zero_mean=True), batch_size=8,
@@ -119,17 +122,30 @@ def time_workers(cached, workers, seconds):
               for kind, processes in kinds.items()}
     for kind, data in makers.items():
         with ThreadPoolExecutor(workers) as asking:
-            list(asking.map(data.__getitem__, range(2 * workers)))  # warm-up
-            start, cpu, batches = time.perf_counter(), time.process_time(), 0
+            requested = collections.deque(asking.submit(data.__getitem__, index) for index in range(queue_size))
+            for _ in range(2 * queue_size):  # warm-up: the heap reaches its steady state
+                requested.popleft().result()
+                requested.append(asking.submit(data.__getitem__, len(requested)))
+            start, cpu, faults = time.perf_counter(), time.process_time(), minor_faults()
+            batches = 0
             while time.perf_counter() - start < seconds:
-                list(asking.map(data.__getitem__, range(batches, batches + 4 * workers)))
-                batches += 4 * workers
-            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                requested.popleft().result()  # dropped at once, as Keras drops a batch once the step has it
+                requested.append(asking.submit(data.__getitem__, batches))
+                batches += 1
+            wall, cpu, faults = time.perf_counter() - start, time.process_time() - cpu, minor_faults() - faults
+            for request in requested:
+                request.result()
         data.close()
         print(json.dumps(dict(bench="recipe_batches", made_in=kind, workers=workers,
                               batches_per_s=round(batches / wall),
                               parent_cpu_ms_per_batch=round(1e3 * cpu / batches, 2),
+                              parent_minor_faults_per_batch=round(faults / batches),
                               cores=os.cpu_count())), flush=True)
+
+
+def minor_faults():
+    """Minor page faults of this process so far (each a fresh page of memory touched: microseconds of CPU)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def main():
