@@ -163,7 +163,8 @@ def main():
         data = generator.NoisyImageGenerator(cached, noise, noise, batch_size=args.batch_size,
                                              image_size=args.image_size, steps=10**9, seed=0)
         suite[spec] = pairs_per_second(data.__getitem__, args.batch_size, args.seconds)
-        print(json.dumps(dict(bench="generator", approach="suite", noise=spec, pairs_per_s=round(suite[spec]), **common)))
+        print(json.dumps(dict(bench="generator", approach="suite", noise=spec, pairs_per_s=round(suite[spec]),
+                              **common)))
     originals = {"gaussian,0,50": original_gaussian(0, 50), "impulse,0,95": get_noise_model("impulse,0,95"),
                  "text,0,50": get_noise_model("text,0,50"), "clean": None}
     for spec, noise in originals.items():

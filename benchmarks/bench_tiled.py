@@ -65,7 +65,8 @@ def tiled_against_whole(args, photo):
     tiled = models.denoise(model, noisy, tile=args.tile).astype(int)
     difference = np.abs(whole - tiled)
     print(json.dumps(dict(bench="tiled_vs_whole", size="1000x700", tile=args.tile, overlap=models.TILE_OVERLAP,
-                          mean_abs_difference=round(float(difference.mean()), 5), max_abs_difference=int(difference.max()),
+                          mean_abs_difference=round(float(difference.mean()), 5),
+                          max_abs_difference=int(difference.max()),
                           pixels_differing=int((difference > 0).sum()))), flush=True)
 
 

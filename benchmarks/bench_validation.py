@@ -115,7 +115,8 @@ def time_ssim(pairs, repeats=3):
     times, values = {}, {}
     for name, ssim in (("separable_depthwise", models.ssim), ("2d_window", ssim_with_2d_window)):
         values[name] = np.array([float(ssim(clean, noisy)) for noisy, clean in pairs])  # every size seen once
-        times[name] = min(seconds(lambda: [float(ssim(clean, noisy)) for noisy, clean in pairs]) for _ in range(repeats))
+        times[name] = min(seconds(lambda: [float(ssim(clean, noisy)) for noisy, clean in pairs])
+                          for _ in range(repeats))
     worst = float(np.abs(values["separable_depthwise"] - values["2d_window"]).max())
     print(json.dumps(dict(bench="ssim_epoch", seconds={k: round(v, 3) for k, v in times.items()},
                           speedup=round(times["2d_window"] / times["separable_depthwise"], 2),

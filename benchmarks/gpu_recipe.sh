@@ -20,8 +20,9 @@ if command -v nvidia-smi > /dev/null; then
     sampler=$!
 fi
 start=$(date +%s.%N)
-python3 benchmarks/timed_train.py --image_dir "$data/train291" --test_dir "$data/Set14" --image_size 128 --batch_size 8 \
-    --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" > "$run/train.log" 2>&1
+python3 benchmarks/timed_train.py --image_dir "$data/train291" --test_dir "$data/Set14" \
+    --image_size 128 --batch_size 8 --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" \
+    > "$run/train.log" 2>&1
 end=$(date +%s.%N)
 [ -n "$sampler" ] && kill "$sampler"
 best=$(ls -t "$run"/weights.*.weights.h5 | head -n 1)
@@ -38,12 +39,14 @@ unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 step_ms = [float(value) * unit[u] for value, u in re.findall(r"([\d.]+)(us|ms|s)/step - [^\n]*val_PSNR", log)]
 samples = []
 if (run / "gpu_utilization.csv").is_file():
-    samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines() if line.count(",") == 2]
+    samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines()
+               if line.count(",") == 2]
 mean = lambda values: round(sum(values) / len(values), 1) if values else None
 median = lambda values: sorted(values)[len(values) // 2] if values else None
 times = run / "epoch_times.jsonl"
 epochs = [json.loads(line) for line in times.read_text().splitlines()] if times.is_file() else []
-test = re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB", (run / "test_set14.log").read_text())
+test = re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
+                  (run / "test_set14.log").read_text())
 print(json.dumps({"wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
                   "median_epoch_ms_per_step": median(step_ms),
                   "first_epoch": epochs[0] if epochs else None,

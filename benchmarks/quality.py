@@ -126,8 +126,8 @@ def main():
         for name, target, extra in methods:
             folder, seconds = train(args, noise, name, target, *extra)
             psnr, ssim = model_scores(folder, pairs)
-            print(json.dumps(dict(noise=noise, method=name, psnr=psnr, ssim=ssim, train_s=seconds and round(seconds), **common)),
-                  flush=True)
+            print(json.dumps(dict(noise=noise, method=name, psnr=psnr, ssim=ssim, train_s=seconds and round(seconds),
+                                  **common)), flush=True)
     return 0
 
 

@@ -55,9 +55,10 @@ def single_device_psnr(checkpoint, small_photos):
 def test_mirrored_on_two_devices_trains_like_one_device_on_the_global_batch(backend, tmp_path, image_folder,
                                                                             small_photos, initial_weights):
     env = require_backend(backend)
-    single, _ = train(tmp_path, "single", image_folder, small_photos, initial_weights, "--batch_size", 2 * PER_REPLICA_BATCH, env=env)
-    mirrored, log = train(tmp_path, "mirrored", image_folder, small_photos, initial_weights, "--batch_size", PER_REPLICA_BATCH,
-                          "--distribute", "mirrored", devices=2, env=env)
+    single, _ = train(tmp_path, "single", image_folder, small_photos, initial_weights,
+                      "--batch_size", 2 * PER_REPLICA_BATCH, env=env)
+    mirrored, log = train(tmp_path, "mirrored", image_folder, small_photos, initial_weights,
+                          "--batch_size", PER_REPLICA_BATCH, "--distribute", "mirrored", devices=2, env=env)
     assert "2 replicas" in log or "2 cpu devices" in log, log
     assert f"{2 * PER_REPLICA_BATCH} patches a step ({PER_REPLICA_BATCH} per replica)" in log
     expected, got = load_history(single), load_history(mirrored)

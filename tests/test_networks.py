@@ -74,7 +74,8 @@ def test_l0_loss_matches_formula_for_any_gamma():
 @pytest.mark.parametrize("nb_epochs", [60, 4, 7])
 def test_learning_rate_schedule_is_the_originals(nb_epochs):
     for epoch in range(nb_epochs):
-        assert models.learning_rate_at(epoch, nb_epochs, 0.01) == pytest.approx(original_schedule(epoch, nb_epochs, 0.01))
+        expected = original_schedule(epoch, nb_epochs, 0.01)
+        assert models.learning_rate_at(epoch, nb_epochs, 0.01) == pytest.approx(expected)
     assert [models.learning_rate_at(e, 4, 1.0) for e in range(4)] == [1.0, 0.5, 0.25, 0.125]
 
 
@@ -106,8 +107,8 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     np.testing.assert_allclose(history["loss"], expected_loss, rtol=1e-4)
     np.testing.assert_allclose(history["val_loss"], expected_loss, rtol=1e-4)
     np.testing.assert_allclose(history["val_PSNR"], 10 * np.log10(255.0**2 / 4), rtol=1e-5)
-    np.testing.assert_allclose(history["learning_rate"], [original_schedule(e, nb_epochs, lr) for e in range(nb_epochs)],
-                               rtol=1e-5)
+    np.testing.assert_allclose(history["learning_rate"],
+                               [original_schedule(e, nb_epochs, lr) for e in range(nb_epochs)], rtol=1e-5)
     assert all(len(history[key]) == nb_epochs for key in ("loss", "val_loss", "PSNR", "val_PSNR", "val_SSIM"))
     checkpoints = sorted(tmp_path.glob("weights.*.weights.h5"))
     assert checkpoints and checkpoints[0].name.startswith("weights.001-")

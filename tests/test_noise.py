@@ -82,7 +82,8 @@ def test_poisson_variance_grows_with_intensity_as_documented():
 
 
 def test_zero_mean_poisson_is_the_unrounded_draw():
-    noisy = get_noise_model("poisson,20,20", zero_mean=True)(np.full((128, 128, 3), 3, np.uint8), np.random.default_rng(0))
+    flat = np.full((128, 128, 3), 3, np.uint8)
+    noisy = get_noise_model("poisson,20,20", zero_mean=True)(flat, np.random.default_rng(0))
     assert noisy.dtype == np.float32 and abs(noisy.mean() - 3) < 0.15 and not np.array_equal(noisy, np.rint(noisy))
 
 

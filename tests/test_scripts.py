@@ -116,7 +116,8 @@ def test_train_without_data_flags_uses_bundled_photos(tmp_path):
 
 def test_test_model_writes_triptychs_and_psnr(trained_run, val_dir, tmp_path):
     weights = sorted(trained_run.glob("weights.*.weights.h5"))[-1]
-    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", val_dir, "--output_dir", tmp_path / "y")
+    result = run_script("test_model.py", "--weight_file", weights, "--image_dir", val_dir,
+                        "--output_dir", tmp_path / "y")
     assert result.returncode == 0, result.stderr[-3000:]
     inputs = sorted(p for p in val_dir.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
     outputs = sorted((tmp_path / "y").rglob("*.png"))
