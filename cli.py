@@ -76,6 +76,22 @@ def positive_float(text):
     return value
 
 
+def bounded_int(low, high):
+    """argparse type: a whole number from `low` to `high` (a seed, a size that must fit in memory)."""
+    def whole_number_in_range(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
+        return value
+    return whole_number_in_range
+
+
+seed = bounded_int(0, 2**32 - 1)  # argparse type: NumPy's and Keras' seeds are unsigned 32-bit integers
+
+
 def existing_dir(text):
     """argparse type: a folder that exists."""
     if not Path(text).is_dir():
@@ -149,7 +165,9 @@ def import_keras_quietly(start=True):
     strategy or virtual devices must be configured before the first operation
     (then `start_backend_quietly` does it).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: not even TensorFlow's C++ "errors", which here are notices (UNet's first step logs "oneDNN supports
+    # DT_INT32 only on platforms with AVX-512. Falling back ..."); real failures raise Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import keras  # noqa: F401
     if start:

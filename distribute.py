@@ -45,9 +45,9 @@ def setup(mode):
         return _tensorflow(mode)
     if backend == "jax" and mode == "mirrored":
         return _jax_local()
-    engines = "TensorFlow (mirrored, multiworker) or JAX (mirrored)"
-    raise ValueError(f"{mode} needs KERAS_BACKEND set for {engines}; the {backend} backend has none here, "
-                     f"use --distribute none")
+    supported = "KERAS_BACKEND=tensorflow" if mode == "multiworker" else "KERAS_BACKEND=tensorflow or jax"
+    raise ValueError(f"not supported on the {backend} backend (Keras {mode} training needs {supported}); "
+                     f"switch backends or use --distribute none")
 
 
 def _tensorflow(mode):

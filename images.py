@@ -49,6 +49,15 @@ def to_channels(image, channels):
     return image if channels == 3 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
 
 
+def with_luma(colour, luma):
+    """The HxWx3 BGR `colour` image (0-255, any dtype) with its luma replaced by `luma` (HxW or HxWx1, 0-255):
+    float32 HxWx3, 0-255. The luma is Y of OpenCV's YCrCb, the same weights as to_channels(image, 1), so a gray
+    model's result on a photo's luma gets the photo's colour back (its chroma, Cr and Cb, kept as they were)."""
+    ycrcb = cv2.cvtColor(colour.astype(np.float32) / 255, cv2.COLOR_BGR2YCrCb)  # float: 0-1 scale
+    ycrcb[:, :, 0] = np.reshape(luma, ycrcb.shape[:2]) / 255
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR) * 255
+
+
 class ImageFile(NamedTuple):
     """An image as its file holds it, for writing a result back in the same form."""
     pixels: np.ndarray  # HxWx3 BGR at the file's depth (uint8 or uint16), EXIF orientation applied
@@ -88,6 +97,10 @@ def can_write(path):
 
 
 def write_image(path, image):
-    """Write a uint8 image, creating parent folders; False where OpenCV could not write it."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Write a uint8 image, creating parent folders; False where it could not be written (no such encoder, a
+    file where a folder should be, no permission): the caller names its flag."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
     return cv2.imwrite(str(path), image)

@@ -12,6 +12,7 @@ import os
 import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import h5py
 import keras
@@ -525,19 +526,25 @@ def cache_keras_save_skipsets():
         return
 
 
-def save_weights_atomically(model, path):
-    """model.save_weights(path) through a temporary file beside it ('.partial.' + name, which no
-    'weights.*' pattern matches), renamed over `path` once complete."""
-    cache_keras_save_skipsets()
+def write_atomically(path, write):
+    """write(temporary) into a file beside `path` ('.partial.' + its name, which no 'weights.*' pattern matches),
+    then rename it over `path`: a failure or a kill at any moment leaves the old file or the new one, never a
+    partial one under the name."""
     folder, name = os.path.split(str(path))
     os.makedirs(folder or ".", exist_ok=True)
     temporary = os.path.join(folder, ".partial." + name)
     try:
-        model.save_weights(temporary)
+        write(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def save_weights_atomically(model, path):
+    """model.save_weights(path), atomically (write_atomically)."""
+    cache_keras_save_skipsets()
+    write_atomically(path, model.save_weights)
 
 
 class HistorySaver(keras.callbacks.Callback):
@@ -608,26 +615,32 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         self.writer = checkpoint.writer
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            # Weights that made a NaN/inf loss are no state to resume from: the backup keeps the last good epoch.
+            print(f"\nEpoch {epoch + 1}: the loss is {loss}: not backed up (--resume starts after the last epoch "
+                  f"with a finite loss)")
+            return
         written = self.checkpoint.written
         checkpoint = written[1] if written is not None and written[0] == epoch else None
         source = None if checkpoint else self.writer.source(self.model, epoch)
         self.writer.submit(self.write_backup, epoch, source, checkpoint)
 
     def write_backup(self, epoch, source, checkpoint):
-        """Keras' backup of `epoch` (0-based): the last backup's files moved to *.bkp, then the weights (a copy of
-        the file `checkpoint`, or `source` saved) and the number of completed epochs."""
-        os.makedirs(self.backup_dir, exist_ok=True)
+        """Keras' backup of `epoch` (0-based): the last backup's files copied to *.bkp, then the weights (a copy of
+        the file `checkpoint`, or `source` saved) and the number of completed epochs. Each file is replaced
+        atomically, so a kill leaves every file whole (between the weights and the epoch count, a window of
+        microseconds, the weights are one epoch ahead of the count)."""
         for current, previous in ((self._weights_path, self._prev_weights_path),
                                   (self._training_metadata_path, self._prev_training_metadata_path)):
             if os.path.exists(current):
-                shutil.copyfile(current, previous)
+                write_atomically(previous, functools.partial(shutil.copyfile, current))
         if checkpoint:
-            shutil.copyfile(checkpoint, self._weights_path)
+            write_atomically(self._weights_path, functools.partial(shutil.copyfile, checkpoint))
         else:
-            cache_keras_save_skipsets()  # in the thread that saves
-            source.save_weights(self._weights_path, overwrite=True)
-        with open(self._training_metadata_path, "w") as handle:
-            json.dump({"epoch": epoch + 1, "batch": 0}, handle)
+            save_weights_atomically(source, self._weights_path)  # (caches Keras' skipsets in the thread that saves)
+        write_atomically(self._training_metadata_path,
+                         lambda temporary: Path(temporary).write_text(json.dumps({"epoch": epoch + 1, "batch": 0})))
 
     def on_train_end(self, logs=None):
         self.writer.wait()
@@ -639,26 +652,31 @@ def save_history(path, history):
     Written to a temporary file beside `path`, then renamed over it: a kill at
     any moment leaves either the old or the new file, never a partial one.
     """
-    temporary = f"{path}.partial"
-    try:
-        with open(temporary, "wb") as handle:
+    def write(temporary):
+        with open(temporary, "wb") as handle:  # a handle: np.savez would add .npz to a name
             np.savez(handle, history=history)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomically(path, write)
 
 
 BACKUP_FOLDER = "backup"  # inside the output folder: weights, optimizer state and epoch of the last epoch
 
 
 def backup_epoch(output_path):
-    """Number of completed epochs in the backup of `output_path`, or None where there is no backup."""
+    """Number of completed epochs in the backup of `output_path`, or None where there is no backup; a
+    ValueError where its epoch count cannot be read (a file damaged outside training, which writes atomically)."""
     metadata = os.path.join(str(output_path), BACKUP_FOLDER, "training_metadata.json")
     if not os.path.isfile(metadata):
         return None
-    with open(metadata) as handle:
-        return int(json.load(handle)["epoch"])
+    try:
+        with open(metadata) as handle:
+            return int(json.load(handle)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{metadata} is damaged (no epoch count in it)") from None
+
+
+def backup_weights_path(output_path):
+    """The weights file of the backup in `output_path` (Keras' BackupAndRestore names it)."""
+    return os.path.join(str(output_path), BACKUP_FOLDER, "latest.weights.h5")
 
 
 def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
@@ -715,6 +733,22 @@ def channels_of_weights(path):
     return min(inputs) if inputs and min(inputs) in (1, 3) else 3
 
 
+def weights_mismatch(model, path):
+    """None where the weight file at `path` holds as many weights as `model`; else why not, in a phrase naming
+    the flags of the network the file fits (--model, and --channels where its channels differ)."""
+    stored, expected = stored_weight_count(path), model.count_params()
+    if stored == expected:
+        return None
+    channels = channels_of_weights(path)
+    fits = [name for name in MODEL_NAMES if get_model(name, channels).count_params() == stored]
+    kind = {1: "gray", 3: "colour"}
+    hint = ""
+    if fits:
+        flags = f"--model {fits[0]}" + (f" --channels {channels}" if channels != model.input_shape[-1] else "")
+        hint = f"; it fits a {fits[0]} ({kind[channels]}): pass {flags}"
+    return f"holds {stored:,} weights, a {model.name} ({kind[model.input_shape[-1]]}) has {expected:,}{hint}"
+
+
 def load_weights(model, path):
     """Load Keras 3 `.weights.h5` or an original Keras 2 `.hdf5`/`.h5` checkpoint into `model`.
 
@@ -725,11 +759,9 @@ def load_weights(model, path):
     path = str(path)
     if not path.endswith((".weights.h5", ".h5", ".hdf5")):
         raise ValueError(f"weight file should end in .weights.h5, .h5 or .hdf5: {path}")
-    stored, expected = stored_weight_count(path), model.count_params()
-    if stored != expected:
-        fits = [name for name in MODEL_NAMES if get_model(name, model.input_shape[-1]).count_params() == stored]
-        hint = f"; it fits a {fits[0]} model: pass --model {fits[0]}" if fits else ""
-        raise ValueError(f"holds {stored:,} weights, a {model.name} has {expected:,}{hint}")
+    mismatch = weights_mismatch(model, path)
+    if mismatch:
+        raise ValueError(mismatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns per layer before raising on a mismatch
         try:

@@ -216,10 +216,12 @@ def noise_spec(text):
 
 
 # ------------------------------------------------------------------ preview
+MAX_PREVIEW_SIZE = 8192  # a grey square of 8192 x 8192 x 3 is 200 MB; larger ones only run out of memory
+MAX_PREVIEW_LEVELS = 64  # side by side, a row of more is wider than any screen or useful file
 def get_args(argv=None):
     parser = cli.ArgumentParser(description="Preview a noise model on a flat grey image or on a photo. "
                                             "In a window: any key draws new noise, q quits.")
-    parser.add_argument("--image_size", type=cli.positive_int, default=256,
+    parser.add_argument("--image_size", type=cli.bounded_int(1, MAX_PREVIEW_SIZE), default=256,
                         help="side of the flat grey (128) preview image, in pixels")
     parser.add_argument("--noise_model", type=noise_spec, default="gaussian,0,50",
                         help=SPEC_HELP)
@@ -228,8 +230,8 @@ def get_args(argv=None):
     parser.add_argument("--output", type=cli.image_output_file, default=None,
                         help=f"save the preview to this image file instead of showing a window "
                              f"(without a display: {PREVIEW_FILE})")
-    parser.add_argument("--seed", type=int, default=None, help="random seed of the noise; if not given, a random one")
-    parser.add_argument("--levels", type=cli.positive_int, default=1,
+    parser.add_argument("--seed", type=cli.seed, default=None, help="random seed of the noise; if not given, a random one")
+    parser.add_argument("--levels", type=cli.bounded_int(1, MAX_PREVIEW_LEVELS), default=1,
                         help="show this many noise levels side by side, evenly spaced from MIN to MAX of the spec, "
                              "each labelled with its spec; 1: one image drawn at a random level in [MIN, MAX]")
     return parser.parse_args(argv)
@@ -300,7 +302,7 @@ def main(argv=None):
     if args.output is None:
         print(f"no display to show a window: saving the preview to {output} (choose the file with --output)")
     if not images.write_image(output, draw_preview(image, specs, rng)):
-        raise cli.UserError(f"--output {output}: cannot write it (is the folder writable?)")
+        raise cli.UserError(f"--output {output}: cannot write it (a file where a folder should be, or a folder not writable)")
     print(f"saved {args.noise_model} preview to {output}")
     return 0
 

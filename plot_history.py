@@ -25,9 +25,22 @@ def load_history(run_dir):
         raise cli.UserError(f"{run_dir}: no history.npz in it (pass a train.py --output_path folder)")
     try:
         with np.load(path, allow_pickle=True) as data:
-            return data["history"].item()
+            history = data["history"].item()
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as error:
         raise cli.UserError(f"{path}: not a train.py history file ({error})") from None
+    if not isinstance(history, dict):
+        raise cli.UserError(f"{path}: not a train.py history file (its 'history' is a {type(history).__name__}, "
+                            f"not a dict of per-epoch lists)")
+    return history
+
+
+def load_runs(run_dirs):
+    """{run name: history} of the run folders (a folder's name, or its path where two names are the same)."""
+    histories = {}
+    for run_dir in run_dirs:
+        name = Path(run_dir).resolve().name
+        histories[name if name not in histories else str(run_dir)] = load_history(run_dir)
+    return histories
 
 
 def metric_figure(histories, metric):
@@ -60,17 +73,24 @@ def plot_metric(histories, metric, path):
     plt.close(figure)
 
 
+def metrics_to_plot(histories, run_dirs, metrics=METRICS):
+    """The `metrics` that at least one run has; none is a UserError naming the runs' files."""
+    present = [metric for metric in metrics if any(metric in history for history in histories.values())]
+    if not present:
+        files = ", ".join(str(Path(run_dir) / "history.npz") for run_dir in run_dirs)
+        raise cli.UserError(f"{files}: no {', '.join(metrics)} in it (not a train.py history with validation)")
+    return present
+
+
 def plot_runs(run_dirs, output_dir, metrics=METRICS):
-    """Plot each metric of the runs in `run_dirs` into output_dir/<metric>.png; returns the written paths."""
-    histories = {}
-    for run_dir in run_dirs:
-        name = Path(run_dir).resolve().name
-        histories[name if name not in histories else str(run_dir)] = load_history(run_dir)
+    """Plot each metric of the runs in `run_dirs` into output_dir/<metric>.png; returns the written paths.
+    Every history is read and checked before the output folder is created or anything is written."""
+    histories = load_runs(run_dirs)
+    present = metrics_to_plot(histories, run_dirs, metrics)
+    output_dir = cli.prepare_output_dir(output_dir, "--output_dir")
     written = []
-    for metric in metrics:
-        if not any(metric in history for history in histories.values()):
-            continue
-        path = Path(output_dir) / f"{metric}.png"
+    for metric in present:
+        path = output_dir / f"{metric}.png"
         plot_metric(histories, metric, path)
         written.append(path)
     return written
@@ -89,9 +109,8 @@ def get_args(argv=None):
 
 def main(argv=None):
     args = get_args(argv)
-    output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir")
     runs = [run for run in (args.input1, args.input2, *args.inputs) if run]
-    for path in plot_runs(runs, output_dir):
+    for path in plot_runs(runs, args.output_dir):
         print(f"wrote {path}")
     return 0
 

@@ -10,6 +10,7 @@ already noisy), denoises it, and prints the PSNR of the noisy and the
 denoised image against the original, then their means.
 """
 import argparse
+import collections
 import csv
 import functools
 import sys
@@ -77,7 +78,7 @@ def get_args(argv=None):
     parser.add_argument("--output_dir", default=None,
                         help="save the results as PNGs here; otherwise show them in a window "
                              "(any key: next image, q: quit)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the test noise")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="random seed of the test noise")
     parser.add_argument("--tile", type=multiple_of_16, default=0,
                         help="denoise in tiles of this many pixels square (a multiple of 16, e.g. 512) to bound the "
                              "memory of large photos; 0: the whole image at once")
@@ -132,7 +133,8 @@ def triptych_result(model, path, noise, rng, args):
 def full_size_result(model, path, noise, rng, args):
     """(reference, noisy, denoised, picture to save) of the denoised mode: the first three HxWxC float32 on the
     0-255 scale (C: the model's channels), the picture in the file's own depth and channels, full size (padded
-    for the network, not cropped); None if unusable. 16-bit files go through the network without rounding."""
+    for the network, not cropped); None if unusable. 16-bit files go through the network without rounding. A gray
+    model denoises a colour photo's luma, and the picture keeps the photo's colour (images.with_luma)."""
     source = images.read_image_file(path)
     if source is None or min(source.pixels.shape[:2]) < generator.SIZE_MULTIPLE:
         return None
@@ -141,7 +143,9 @@ def full_size_result(model, path, noise, rng, args):
     reference = images.to_channels(reference, channels)
     noisy = noise(reference, rng).astype(np.float32)
     output = models.predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap)[0]
-    picture = images.encode_like(np.repeat(output, 3 // channels, axis=2), source)
+    if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
+        output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
+    picture = images.encode_like(np.repeat(output, 3 // output.shape[2], axis=2), source)
     # Score what is written, in the model's channels: a gray file on 3 equal channels, without alpha, 0-255.
     shown = picture if picture.ndim == 3 else np.repeat(picture[:, :, np.newaxis], 3, axis=2)
     written = images.to_channels(shown[:, :, :3], channels).astype(np.float32) / source.scale
@@ -162,15 +166,25 @@ def show_window(triptych, title):
     return "q" not in pressed
 
 
-def output_path(output_dir, image_dir, path, taken, keep_suffix=False):
-    """output_dir/<path relative to image_dir> with .png (or its own suffix with keep_suffix); a name already
-    `taken` keeps its suffix in the name (a.jpg -> a_jpg.png)."""
-    relative = path.relative_to(image_dir)
-    target = output_dir / (relative if keep_suffix else relative.with_suffix(".png"))
-    if target in taken:
-        target = output_dir / relative.with_name(f"{relative.stem}_{relative.suffix[1:]}.png")
-    taken.add(target)
-    return target
+def output_names(paths, image_dir, keep_suffix=False):
+    """{input path: its result's path relative to the output folder}: the input's own relative path, with .png
+    (or, with keep_suffix, its own suffix). Where inputs would share a name (a.jpg and a.png), each one not
+    already named so keeps its suffix in the name (a.jpg -> a_jpg.png): a result named like an input is always
+    that input's."""
+    relative = {path: path.relative_to(image_dir) for path in paths}
+    plain = {path: name if keep_suffix else name.with_suffix(".png") for path, name in relative.items()}
+    clashes = collections.Counter(plain.values())
+    names, used = {}, set()
+    for path, name in plain.items():
+        if clashes[name] > 1 and relative[path] != name:
+            name = relative[path].with_name(f"{relative[path].stem}_{relative[path].suffix[1:]}.png")
+        unique, number = name, 1
+        while unique in used or (unique != plain[path] and unique in clashes):  # a_jpg.png an input's name too
+            number += 1
+            unique = name.with_name(f"{name.stem}_{number}{name.suffix}")
+        names[path] = unique
+        used.add(unique)
+    return names
 
 
 def write_report(path, rows):
@@ -205,11 +219,11 @@ def load_model(args):
     return model
 
 
-def save_or_show(picture, path, args, output_dir, taken):
-    """Write the result under output_dir (mirroring subfolders), or show it; False when the user quits."""
+def save_or_show(picture, path, args, output_dir, name):
+    """Write the result as output_dir/name (`name` from output_names), or show it; False when the user quits."""
     if output_dir is None:
         return show_window(picture, str(path.relative_to(args.image_dir)))
-    target = output_path(output_dir, args.image_dir, path, taken, keep_suffix=args.output_mode == "denoised")
+    target = output_dir / name
     if not images.write_image(target, picture):
         raise cli.UserError(f"--output_dir: cannot write {target}")
     print(f"  saved {target}")
@@ -223,7 +237,8 @@ def denoise_folder(model, paths, args, output_dir):
     # With 'clean' the input is already noisy: there is no clean reference to score against.
     has_reference = any(name != "clean" for name, _ in parse_noise_specs(args.test_noise_model))
     result_of = full_size_result if args.output_mode == "denoised" else triptych_result
-    rows, done, taken = [], 0, set()
+    rows, done = [], 0
+    names = output_names(paths, args.image_dir, keep_suffix=args.output_mode == "denoised")
     for number, path in enumerate(paths, 1):
         name = path.relative_to(args.image_dir).as_posix()
         result = result_of(model, path, noise, rng, args)
@@ -238,7 +253,7 @@ def denoise_folder(model, paths, args, output_dir):
                   f"(SSIM {rows[-1][2]:.3f} -> {rows[-1][4]:.3f})")
         else:
             print(f"[{number}/{len(paths)}] {name}")
-        if not save_or_show(picture, path, args, output_dir, taken):
+        if not save_or_show(picture, path, args, output_dir, names[path]):
             break
     if not done:
         raise cli.UserError(f"--image_dir {args.image_dir}: none of its {len(paths)} image files could be read")

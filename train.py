@@ -11,6 +11,7 @@ epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
 import contextlib
+import math
 import pickle
 import shutil
 import sys
@@ -77,7 +78,7 @@ def add_training_flags(parser):
                             "(.weights.h5, or an original Keras 2 .hdf5)")
     group.add_argument("--output_path", default="checkpoints",
                        help="folder for checkpoints, history and plots (relative to the current directory)")
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=cli.seed, default=None,
                        help="random seed of the training patches, their noise and the initial weights (the same seed "
                             "and flags train the same model, up to the backend's floating-point order); "
                             "if not given, a random one")
@@ -186,15 +187,16 @@ def build_model(args, replicas=1):
     return model, loss
 
 
-def checkpoints(output_path):
-    """{checkpoint path: modification time} in the output folder."""
-    return {p: p.stat().st_mtime_ns for p in Path(output_path).glob("weights.*.weights.h5")}
-
-
-def best_checkpoint(before, after):
-    """The checkpoint this run wrote last (the best by val_PSNR), or None; `before`/`after` from checkpoints()."""
-    written = [path for path, mtime in after.items() if before.get(path) != mtime]
-    return max(written, key=after.get, default=None)
+def best_checkpoint(output_path, history):
+    """The checkpoint of the run's best epoch by val_PSNR in `history` (its per-epoch lists, a resumed run's
+    earlier epochs included), or None. BestCheckpoint writes on a strict improvement, so that is the first epoch
+    with the highest score; of several files of that epoch (an older run's left in the folder) the newest."""
+    scores = [(value, -epoch) for epoch, value in enumerate(history.get("val_PSNR", [])) if math.isfinite(value)]
+    if not scores:
+        return None
+    epoch = -max(scores)[1]
+    files = Path(output_path).glob(f"weights.{epoch + 1:03d}-*.weights.h5")
+    return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def write_sample(model, val_data, path):
@@ -224,12 +226,13 @@ def report(model, args, val_data, best):
 
 
 def previous_history(args):
-    """With --resume: the history of the completed epochs (and their count); else ({}, 0) and a fresh backup."""
-    completed = models.backup_epoch(args.output_path)
+    """With --resume: the history of the completed epochs (and their count); else ({}, 0)."""
     if not args.resume:
-        if completed is not None:
-            shutil.rmtree(Path(args.output_path) / models.BACKUP_FOLDER)  # a new run, not a continuation
         return {}, 0
+    try:
+        completed = models.backup_epoch(args.output_path)
+    except ValueError as error:
+        raise cli.UserError(f"--resume: {error}; leave out --resume to start a new run there") from None
     if completed is None:
         raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} "
                             f"(no {models.BACKUP_FOLDER}/ folder); leave out --resume to start one")
@@ -239,8 +242,30 @@ def previous_history(args):
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError):
         raise cli.UserError(f"--resume: {history_file} is damaged; move it away to resume without "
                             f"the history of the first {completed} epochs") from None
-    print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}")
     return {key: values[:completed] for key, values in history.items()}, completed
+
+
+def check_resumable(model, args):
+    """With --resume: the backup's weights must fit the network the flags build (the same --model, --channels)."""
+    weights = models.backup_weights_path(args.output_path)
+    if args.resume and Path(weights).is_file():
+        try:
+            mismatch = models.weights_mismatch(model, weights)
+        except ValueError as error:
+            raise cli.UserError(f"--resume: {weights}: {error}") from None
+        if mismatch:
+            raise cli.UserError(f"--resume: the run in {args.output_path} trained another network (its backup "
+                                f"{mismatch}); pass the flags it was started with")
+
+
+def replace_old_backup(args):
+    """A new run (no --resume) in a folder holding an earlier run's backup: remove that backup once this run is
+    about to train, not before, so that a mistake in the flags does not cost an interrupted run its backup."""
+    backup = Path(args.output_path) / models.BACKUP_FOLDER
+    if not args.resume and backup.exists():
+        print(f"a new run in {args.output_path}: replacing the backup of the earlier run there "
+              f"(--resume continues a run)")
+        shutil.rmtree(backup)
 
 
 def start_devices(args):
@@ -286,13 +311,16 @@ def train(args, distribution):
         keras.utils.set_random_seed(args.seed)  # the initial weights (Python's, NumPy's and the backend's seeds)
     with distribution.scope():
         model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
+    check_resumable(model, args)
+    if args.resume:
+        print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}")
     train_data, val_data = make_datasets(args, distribution.replicas)
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
                                           nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).",
                                           history=history, replicas=distribution.replicas)
     distribute.prepare_fit(model, distribution, train_data)
-    before = checkpoints(args.output_path)
+    replace_old_backup(args)
     # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe. No shuffle: the
     # batches are random patches already, and Keras would shuffle their order with Python's unseeded `random`,
     # so the same --seed would train on the same batches in a different order (different weights) every run.
@@ -305,7 +333,8 @@ def train(args, distribution):
     if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):
         return 1  # StopOnNaN said why and what to change
     if distribution.worker == 0:
-        report(model, args, val_data, best_checkpoint(before, checkpoints(args.output_path)))
+        history = next(c.history for c in callbacks if isinstance(c, models.HistorySaver))
+        report(model, args, val_data, best_checkpoint(args.output_path, history))
     return 0
 
 

@@ -51,10 +51,12 @@ def train_cases(image_folder, tmp_path):
         (["--image_size", "5000", "--image_dir", image_folder], ["5000x5000"]),
         (["--weight", tmp_path / "none.weights.h5"], ["--weight", "does not exist"]),
         (["--cache_mb", "0"], ["--cache_mb", "> 0"]),
+        (["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
+        (["--seed", str(2**32)], ["--seed", "from 0 to 4294967295"]),
     ]
 
 
-TRAIN_CASE_COUNT = 15
+TRAIN_CASE_COUNT = 17
 
 
 def test_every_train_case_is_run(image_folder, tmp_path):
@@ -122,7 +124,7 @@ def test_test_model_rejects_an_unknown_test_noise(image_folder, placeholder_weig
 
 def test_noise_preview_rejects_a_bad_image_size(tmp_path):
     result = run_script("noise_model.py", "--image_size", "-3", "--output", tmp_path / "n.png")
-    assert_one_line_error(result, "--image_size", ">= 1")
+    assert_one_line_error(result, "--image_size", "from 1 to 8192")
     assert not (tmp_path / "n.png").exists()
 
 
@@ -208,3 +210,52 @@ def test_test_model_refuses_to_write_into_its_image_dir(image_folder, tmp_path):
         result = run_main("test_model", "--image_dir", image_folder, "--output_dir", output)
         assert_one_line_error(result, "--output_dir", "inside --image_dir", "--allow_output_in_image_dir")
     assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before
+
+
+@pytest.mark.parametrize("script, args", [
+    ("noise_model.py", ["--seed", "-1", "--output", "n.png"]),
+    ("noise_model.py", ["--image_size", "40000", "--output", "n.png"]),
+    ("noise_model.py", ["--levels", "1000", "--output", "n.png"]),
+    ("test_model.py", ["--seed", str(2**32), "--image_dir", ".", "--output_dir", "out"]),
+])
+def test_seeds_and_sizes_out_of_range_are_refused_when_parsed(script, args, tmp_path):
+    """A seed NumPy and Keras cannot take, or a preview too large for memory: the flag's range, not a traceback."""
+    result = run_script(script, *args, cwd=tmp_path)
+    flag = args[0]
+    assert_one_line_error(result, flag, "expected a whole number from")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_noise_preview_refuses_an_output_below_a_file(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    result = run_script("noise_model.py", "--output", tmp_path / "afile" / "n.png")
+    assert_one_line_error(result, "--output", "a file where a folder should be")
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("history, needles", [
+    (5, ["not a train.py history file", "int"]),
+    ({"loss": [1.0, 2.0]}, ["no val_loss, val_PSNR, val_SSIM"]),
+])
+def test_plot_history_refuses_histories_without_validation_before_writing(history, needles, tmp_path):
+    import numpy as np
+
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / "history.npz", history=history)
+    result = run_script("plot_history.py", "--input1", tmp_path / "run", "--output_dir", tmp_path / "plots")
+    assert_one_line_error(result, "history.npz", *needles)
+    assert not (tmp_path / "plots").exists()
+
+
+def test_train_says_which_channels_weights_of_a_gray_model_need(image_folder, tmp_path, output_dir):
+    import cli
+
+    cli.import_keras_quietly()
+    import model as models
+
+    gray = tmp_path / "gray.weights.h5"
+    models.get_model("srresnet", channels=1).save_weights(gray)
+    result = run_main("train", "--weight", gray, "--image_dir", image_folder, "--test_dir", image_folder,
+                      "--output_path", output_dir)
+    assert_one_line_error(result, "--weight", "srresnet (gray)", "pass --model srresnet --channels 1")
+    assert_untouched(output_dir)

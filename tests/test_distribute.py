@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, require_backend, run_main, run_script
+from conftest import REPO, assert_one_line_error, require_backend, run_main, run_script
 
 import cli
 
@@ -124,3 +124,11 @@ def test_multiworker_without_tf_config_says_what_to_set(tmp_path, image_folder, 
     result = run_main("train", "--image_dir", image_folder, "--distribute", "multiworker",
                       "--output_path", tmp_path / "out")
     assert result.returncode == 2 and "--distribute multiworker: multiworker needs the TF_CONFIG" in result.stderr
+
+
+def test_multiworker_on_jax_says_that_it_needs_tensorflow(tmp_path, image_folder):
+    env = require_backend("jax")
+    result = run_script("train.py", "--image_dir", image_folder, "--distribute", "multiworker",
+                        "--output_path", tmp_path / "out", env=env)
+    assert_one_line_error(result, "--distribute multiworker", "not supported on the jax backend",
+                          "KERAS_BACKEND=tensorflow")

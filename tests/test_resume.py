@@ -74,6 +74,10 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
                                rtol=1e-5)
     for checkpoint in output.glob("weights.*.weights.h5"):
         models.load_weights(models.get_model("srresnet"), checkpoint)
+    # The sample and the printed test_model command use the best epoch of the whole run, resumed part or not.
+    best_epoch = int(np.nanargmax(history["val_PSNR"])) + 1
+    assert f"best checkpoint: {output}/weights.{best_epoch:03d}-" in result.stdout, result.stdout[-1500:]
+    assert "denoise photos with: python3 test_model.py" in result.stdout
     # The same seed trains the same model: the resumed epochs (weights, optimizer state, patches) carry on
     # exactly where an uninterrupted run would be; that run also makes 2 steps per compiled call
     # (--steps_per_execution), which must not change the training either.
@@ -92,3 +96,45 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
 def test_resume_without_an_interrupted_run_says_so(image_folder, tmp_path):
     result = run_main("train", *train_args(image_folder, tmp_path / "new"), "--resume")
     assert_one_line_error(result, "--resume", "no interrupted run")
+
+
+@pytest.fixture
+def interrupted_run(tmp_path):
+    """An output folder as a run killed after its first epoch leaves it: a backup of a colour SRResNet."""
+    output = tmp_path / "interrupted"
+    (output / models.BACKUP_FOLDER).mkdir(parents=True)
+    models.get_model("srresnet").save_weights(models.backup_weights_path(output))
+    (output / models.BACKUP_FOLDER / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    return output
+
+
+def backup_files(output):
+    return {path.name: path.read_bytes() for path in (output / models.BACKUP_FOLDER).iterdir()}
+
+
+def test_a_run_that_fails_to_start_keeps_the_backup_of_the_interrupted_run(image_folder, interrupted_run, tmp_path):
+    """Forgetting --resume and making a mistake must not cost the interrupted run: the old backup goes only once
+    the new run trains."""
+    before = backup_files(interrupted_run)
+    corrupt = tmp_path / "corrupt.weights.h5"
+    corrupt.write_bytes(b"\x00" * 100)
+    result = run_main("train", *train_args(image_folder, interrupted_run), "--weight", corrupt)
+    assert_one_line_error(result, "--weight", "not a Keras weight file")
+    assert backup_files(interrupted_run) == before
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--model", "unet"], ["--resume", "another network", "pass --model srresnet"]),
+    (["--channels", "1"], ["--resume", "another network", "srresnet (gray)", "--channels 3"]),
+])
+def test_resume_with_another_network_says_which_flags_in_one_line(flags, needles, image_folder, interrupted_run):
+    before = backup_files(interrupted_run)
+    result = run_main("train", *train_args(image_folder, interrupted_run), "--resume", *flags)
+    assert_one_line_error(result, *needles)
+    assert backup_files(interrupted_run) == before and "resuming" not in result.stdout
+
+
+def test_resume_of_a_damaged_backup_says_so_in_one_line(image_folder, interrupted_run):
+    (interrupted_run / models.BACKUP_FOLDER / "training_metadata.json").write_text("")  # damaged outside training
+    result = run_main("train", *train_args(image_folder, interrupted_run), "--resume")
+    assert_one_line_error(result, "--resume", "training_metadata.json is damaged")

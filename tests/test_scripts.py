@@ -94,6 +94,19 @@ def test_grayscale_model_trains_and_denoises_a_grayscale_folder(tmp_path, image_
     for path in gray.iterdir():
         written = cv2.imread(str(tmp_path / "out" / path.name), cv2.IMREAD_UNCHANGED)
         assert written.shape == cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape  # gray in, gray out
+    # A colour photo: the model denoises its luma, and the result keeps the photo's colour (chroma as it was).
+    colour = tmp_path / "colour_photo"
+    colour.mkdir()
+    photo = sorted(image_folder.glob("*.png"))[0]
+    (colour / photo.name).write_bytes(photo.read_bytes())
+    result = run_main("test_model", "--weight_file", checkpoint, "--image_dir", colour, "--output_mode", "denoised",
+                      "--test_noise_model", "clean", "--output_dir", tmp_path / "colour_out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    source, written = (cv2.imread(str(folder / photo.name)) for folder in (colour, tmp_path / "colour_out"))
+    chroma = [cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)[:, :, 1:].astype(float) for image in (source, written)]
+    assert np.abs(chroma[0] - chroma[1]).mean() < 1.0 and np.abs(chroma[1] - 128).mean() > 2  # in colour
+    luma = [cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(float) for image in (source, written)]
+    assert np.abs(luma[0] - luma[1]).mean() > 0.5  # and its luma denoised, not copied
 
 
 def test_unstable_learning_rate_stops_with_advice(tmp_path, image_folder):
@@ -103,6 +116,7 @@ def test_unstable_learning_rate_stops_with_advice(tmp_path, image_folder):
     assert "training stopped. Lower --lr (now 1e+06" in result.stdout, result.stdout[-2000:]
     assert len(load_history(tmp_path / "nan")["loss"]) == 1  # stopped in the first of 2 epochs
     assert not list((tmp_path / "nan").glob("weights.*.weights.h5"))  # a NaN validation PSNR is no checkpoint
+    assert not (tmp_path / "nan" / "backup").exists()  # nor NaN weights a state for --resume
 
 
 def test_train_without_data_flags_uses_bundled_photos(tmp_path):
@@ -204,3 +218,34 @@ def test_help_explains_every_flag(script):
     assert set(ORIGINAL_FLAGS[script]) <= set(names), names
     for entry in entries:
         assert "(default:" in entry and len(entry.split()) > 4, entry
+
+
+def test_results_are_named_after_their_inputs_even_where_two_inputs_share_a_stem(tmp_path):
+    """a.jpg beside a.png: a.png holds a.png's result, a.jpg's is a_jpg.png (whichever comes first); a name
+    that another input would take is never given to a result that is not its own."""
+    import test_model
+
+    inputs = [tmp_path / name for name in ("a.jpg", "a.png", "b.bmp", "sub/c.tif", "a_jpg.png", "e.jpg", "e.bmp")]
+    names = {path.relative_to(tmp_path).as_posix(): name.as_posix()
+             for path, name in test_model.output_names(inputs, tmp_path).items()}
+    assert names == {"a.jpg": "a_jpg_2.png", "a.png": "a.png", "b.bmp": "b.png", "sub/c.tif": "sub/c.png",
+                     "a_jpg.png": "a_jpg.png", "e.jpg": "e_jpg.png", "e.bmp": "e_bmp.png"}
+    kept = test_model.output_names(inputs, tmp_path, keep_suffix=True)  # --output_mode denoised: own names
+    assert [name.as_posix() for name in kept.values()] == [p.relative_to(tmp_path).as_posix() for p in inputs]
+
+
+def test_the_reported_checkpoint_is_the_best_epoch_of_the_whole_run(tmp_path):
+    """After --resume the best epoch may be one of the interrupted process's: found from the history, and of
+    two files of that epoch (one an older run's) the newer."""
+    import os
+
+    import train
+
+    for name, mtime in (("weights.001-9.000-20.00000.weights.h5", 1), ("weights.002-8.000-22.00000.weights.h5", 2),
+                        ("weights.002-7.000-21.00000.weights.h5", 3), ("weights.004-6.000-21.50000.weights.h5", 4)):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, ns=(mtime * 10**9, mtime * 10**9))
+    history = {"val_PSNR": [20.0, 22.0, float("nan"), 21.5, 22.0]}  # epoch 5 ties epoch 2: no new checkpoint
+    assert train.best_checkpoint(tmp_path, history).name == "weights.002-7.000-21.00000.weights.h5"
+    assert train.best_checkpoint(tmp_path, {"val_PSNR": [float("nan")]}) is None
+    assert train.best_checkpoint(tmp_path, {}) is None
