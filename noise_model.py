@@ -35,6 +35,8 @@ PREVIEW_FILE = "noise_preview.png"
 # uniform 16-bit integers samples N(0, 1) by inverse transform, about twice as fast as numpy's ziggurat;
 # exact to 1/65,536 in probability (the tails beyond 4.3 sigma, p = 1.5e-5, fold into the last bins),
 # far below the rounding to 8 bits that follows.
+# Bit generators whose every raw word is 64 uniform bits (not MT19937: 32), which standard_normal cuts in four.
+BIT_GENERATORS_OF_64_BITS = (np.random.PCG64, np.random.PCG64DXSM, np.random.SFC64, np.random.Philox)
 NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in range(65536)], np.float32)
 
 
@@ -45,6 +47,8 @@ def standard_normal(rng, shape):
     output is uniform): about half the time of rng.integers(dtype=uint16), which goes through bounded-integer
     sampling per value; np.take gathers faster than fancy indexing (benchmarks/RESULTS.md).
     """
+    if not isinstance(rng.bit_generator, BIT_GENERATORS_OF_64_BITS):
+        return rng.standard_normal(shape, dtype=np.float32)  # MT19937's raw words hold only 32 random bits
     size = math.prod(shape)
     indices = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
     return np.take(NORMAL_QUANTILES, indices).reshape(shape)
@@ -112,7 +116,8 @@ def poisson_noise(image, rng, min_lambda, max_lambda, zero_mean=False):
     (lam: photons at full scale; more photons, less noise; the variance is 255 * x / lam). Rounded and
     clipped to uint8; with zero_mean the float32 draw, whose mean is the image."""
     lam = rng.uniform(min_lambda, max_lambda)
-    noisy = rng.poisson(image * (lam / 255.0)).astype(np.float32)
+    # A count's rate is >= 0: after a zero-mean gaussian part ("gaussian,0,25+poisson,5,50") pixels may be below 0.
+    noisy = rng.poisson(np.maximum(image, 0) * (lam / 255.0)).astype(np.float32)
     noisy *= np.float32(255.0 / lam)
     if zero_mean:
         return noisy

@@ -60,7 +60,7 @@ def add_noise_flags(parser):
     group.add_argument("--zero_mean_targets", action="store_true",
                        help="add the target noise in float, without clipping to 0-255 or rounding, so the targets' "
                             "mean is the clean image (the original clips and truncates, which biases dark and bright "
-                            "pixels); affects additive noise (gaussian) only, the source noise stays as given")
+                            "pixels); affects gaussian and poisson noise only, the source noise stays as given")
 
 
 def add_training_flags(parser):

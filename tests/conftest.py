@@ -69,8 +69,12 @@ def small_photos(tmp_path_factory):
 
 
 def require_backend(backend):
-    """{"KERAS_BACKEND": backend} for a subprocess; skips the test where that backend's package is missing."""
+    """{"KERAS_BACKEND": backend} for a subprocess; skips the test where that backend's package is missing
+    (optional: requirements-backends.txt), and fails instead under N2N_REQUIRE_BACKENDS=1 (set by .ci/run,
+    which installs them)."""
     if importlib.util.find_spec(backend) is None:
+        if os.environ.get("N2N_REQUIRE_BACKENDS") == "1":
+            pytest.fail(f"{backend} is not installed, and N2N_REQUIRE_BACKENDS=1 requires it")
         pytest.skip(f"{backend} is not installed (pip install -r requirements-backends.txt)")
     return {"KERAS_BACKEND": backend}
 

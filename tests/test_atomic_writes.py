@@ -112,6 +112,25 @@ def counting_layer_inits():
         yield count
 
 
+def test_a_backup_write_failing_midway_leaves_the_last_backup_whole(tmp_path, monkeypatch):
+    """--resume's files are replaced atomically too: a copy that fails halfway (a full disk, a kill) leaves the
+    previous epoch's backup as it was, readable."""
+    model = learning_model()
+    fit_epochs(model, tmp_path, epochs=1)
+    backup = tmp_path / models.BACKUP_FOLDER
+    before = snapshot(backup)
+    assert set(before) == {"latest.weights.h5", "training_metadata.json"}
+
+    def half_copied(source, target):
+        with open(source, "rb") as reading, open(target, "wb") as writing:
+            writing.write(reading.read()[:100])
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(models.shutil, "copyfile", half_copied)
+    with pytest.raises(OSError, match="No space left"):
+        fit_epochs(model, tmp_path, epochs=2, history=load_history(tmp_path), initial_epoch=1)
+    assert snapshot(backup) == before and models.backup_epoch(tmp_path) == 1
+
+
 def test_the_backup_of_an_improving_epoch_is_a_copy_of_its_checkpoint(tmp_path, monkeypatch):
     """Every epoch of learning_model improves, so writes a checkpoint: the --resume backup of the same weights and
     optimizer state is then a copy of it, not a second serialisation; it holds what --resume needs."""

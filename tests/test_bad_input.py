@@ -6,7 +6,7 @@ path as the __main__ guard, milliseconds a case); a few run the real script in a
 one-line promise also covers what TensorFlow prints while it starts."""
 import pytest
 
-from conftest import LEGACY_CHECKPOINT, assert_one_line_error, run_main, run_script
+from conftest import LEGACY_CHECKPOINT, assert_one_line_error, require, run_main, run_script
 
 
 @pytest.fixture
@@ -91,8 +91,7 @@ def test_train_rejects_a_corrupt_weight_file_in_a_real_process(image_folder, tmp
 
 
 def test_train_rejects_weights_of_the_other_architecture(image_folder, output_dir):
-    if not LEGACY_CHECKPOINT.exists():
-        pytest.skip("../shared/reference is optional outside CI")
+    require(LEGACY_CHECKPOINT)
     result = run_main("train", "--model", "unet", "--weight", LEGACY_CHECKPOINT, "--image_dir", image_folder,
                         "--test_dir", image_folder, "--output_path", output_dir)
     assert_one_line_error(result, "--weight", "1,231,683", "31,031,875", "--model srresnet")
@@ -177,8 +176,7 @@ def test_test_model_rejects_a_folder_without_images(tmp_path, placeholder_weight
 
 
 def test_test_model_rejects_weights_of_the_other_architecture(image_folder, output_dir):
-    if not LEGACY_CHECKPOINT.exists():
-        pytest.skip("../shared/reference is optional outside CI")
+    require(LEGACY_CHECKPOINT)
     result = run_main("test_model", "--model", "unet", "--weight_file", LEGACY_CHECKPOINT,
                         "--image_dir", image_folder, "--output_dir", output_dir)
     assert_one_line_error(result, "--weight_file", "pass --model srresnet")

@@ -126,6 +126,17 @@ def test_patch_batches_have_the_right_shape_type_and_length(photos):
     assert not np.array_equal(sources, targets)  # noise on the source only
 
 
+def test_every_patch_position_can_be_drawn_including_the_last():
+    """An image one pixel larger than the patch has two positions per axis, both drawn (the original's
+    randint(0, h - size + 1)); one exactly the patch's size has one."""
+    rng = np.random.default_rng(0)
+    image = np.arange(17 * 17 * 3, dtype=np.int32).reshape(17, 17, 3)
+    corners = {tuple(generator.random_patch([image], 16, rng)[0, 0, :1]) for _ in range(200)}
+    assert corners == {(image[top, left, 0],) for top in (0, 1) for left in (0, 1)}
+    exact = image[:16, :16]
+    np.testing.assert_array_equal(generator.random_patch([exact], 16, rng), exact)
+
+
 def test_clean_targets_are_real_crops_of_the_images():
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40 + k, 50, 3), dtype=np.uint8) for k in range(3)]
@@ -307,7 +318,6 @@ def test_validation_set_is_cropped_to_16_and_noised_once(photos):
 
 
 def test_bundled_photos_ship_with_scikit_image():
-    pytest.importorskip("skimage", reason="scikit-image provides the bundled photos")
     train = generator.bundled_photo_paths(generator.BUNDLED_TRAIN_PHOTOS)
     val = generator.bundled_photo_paths(generator.BUNDLED_VAL_PHOTOS)
     assert len(train) >= 8 and len(val) == 2 and not set(train) & set(val)

@@ -113,7 +113,10 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     checkpoints = sorted(tmp_path.glob("weights.*.weights.h5"))
     assert checkpoints and checkpoints[0].name.startswith("weights.001-")
     restored = tiny_model()
+    restored.set_weights([np.ones_like(w) for w in restored.get_weights()])  # so that a load that did nothing shows
     models.load_weights(restored, checkpoints[-1])
+    for saved, trained in zip(restored.get_weights(), model.get_weights()):  # lr 1e-30: unchanged since epoch 1
+        np.testing.assert_allclose(saved, trained, rtol=1e-6, atol=1e-20)
 
 
 def test_no_callback_makes_the_training_loop_wait_for_every_step(tmp_path):
@@ -163,6 +166,21 @@ def test_denoise_returns_uint8_of_same_size():
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     out = models.denoise(models.get_model("srresnet"), image)
     assert out.dtype == np.uint8 and out.shape == image.shape
+
+
+def test_denoise_rounds_and_clips_the_prediction_to_uint8():
+    """A network that adds a per-channel offset: 0.6 rounds up, 0.4 down, -300 clips to 0 and +300 to 255."""
+    inputs = keras.Input((None, None, 3))
+    shift = keras.layers.Conv2D(3, 1)
+    shifted = keras.Model(inputs, shift(inputs))
+    identity = np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)
+    image = np.full((16, 16, 3), 100, np.uint8)
+    shift.set_weights([identity, np.array([0.6, -300.0, 300.0], np.float32)])
+    out = models.denoise(shifted, image)
+    assert out.dtype == np.uint8 and (out[..., 0] == 101).all() and (out[..., 1] == 0).all()
+    assert (out[..., 2] == 255).all()
+    shift.set_weights([identity, np.array([0.4, 0.0, -0.4], np.float32)])
+    np.testing.assert_array_equal(models.denoise(shifted, image), image)  # within half a level: unchanged
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ def test_noise_works_on_tiny_and_single_channel_images(spec):
     for image in (np.full((8, 8, 3), 200, np.uint8), np.full((20, 12, 1), 50, np.uint8)):
         noisy = get_noise_model(spec)(image, np.random.default_rng(1))
         assert noisy.shape == image.shape and noisy.dtype == np.uint8
+        assert (noisy != image).any()  # and the noise is really there
 
 
 def test_clean_is_identity(photo):
@@ -106,8 +107,12 @@ def test_a_combination_applies_both_noises_in_order():
     assert abs(noisy[~dropped].astype(np.float64).std() - 10) < 0.3
 
 
-def test_standard_normal_sampler_matches_the_normal_distribution():
-    samples = np.sort(noise_model.standard_normal(np.random.default_rng(0), (400_000,)).astype(np.float64))
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.SFC64, np.random.Philox, np.random.MT19937])
+def test_standard_normal_sampler_matches_the_normal_distribution(bit_generator):
+    """With any numpy Generator: MT19937's raw words have only 32 random bits (cut in four they would give
+    half the samples at -4.3 sigma), so it takes numpy's own sampler."""
+    rng = np.random.Generator(bit_generator(0))
+    samples = np.sort(noise_model.standard_normal(rng, (400_000,)).astype(np.float64))
     assert abs(samples.mean()) < 0.005 and abs(samples.std() - 1) < 0.005
     # Kolmogorov-Smirnov distance to N(0, 1): about 0.002 is expected from 400,000 samples.
     cdf = np.array([NormalDist().cdf(x) for x in samples[::97]])
@@ -147,6 +152,21 @@ def test_noise_level_is_drawn_in_range():
     assert 0.09 < min(rates) and max(rates) < 0.31 and max(rates) - min(rates) > 0.05
 
 
+def test_gaussian_sigma_is_drawn_per_image_in_the_range_as_a_real_number():
+    """One sigma per image, uniform in [MIN, MAX], not an integer, not fixed at MAX (the original's
+    np.random.uniform)."""
+    noise = get_noise_model("gaussian,10,40", zero_mean=True)  # unclipped: the residual's std is the sigma
+    sigmas = np.array([(noise(GREY, np.random.default_rng(s)) - 128.0).std() for s in range(40)])
+    assert 9.8 < sigmas.min() and sigmas.max() < 40.2 and sigmas.max() - sigmas.min() > 20
+    assert abs(sigmas.mean() - 25) < 4 and np.abs(sigmas - np.rint(sigmas)).max() > 0.1
+
+
+def test_text_occupancy_is_drawn_per_image_in_the_range():
+    noise = get_noise_model("text,10,40")
+    covered = [(noise(GREY, np.random.default_rng(s)) != GREY).any(axis=-1).mean() for s in range(12)]
+    assert 0.08 < min(covered) and max(covered) < 0.45 and max(covered) - min(covered) > 0.1
+
+
 @pytest.mark.parametrize("spec, message", [
     ("foo", "valid: gaussian, clean, text, impulse"),
     ("gaussian,1", "expected gaussian,min_stddev,max_stddev"),
@@ -184,7 +204,10 @@ def test_preview_script_on_a_photo(tmp_path, image_folder):
     result = run_script("noise_model.py", "--noise_model", "impulse,30,30", "--image", image_folder / "a.png",
                         "--output", output, "--seed", 1)
     assert result.returncode == 0, result.stderr
-    assert cv2.imread(str(output)).shape == cv2.imread(str(image_folder / "a.png")).shape
+    photo, preview = cv2.imread(str(image_folder / "a.png")), cv2.imread(str(output))
+    assert preview.shape == photo.shape
+    # impulse,30,30 on the photo: 30 % of the values replaced, 1 in 256 of them by the value already there
+    assert abs((preview != photo).mean() - 0.3 * 255 / 256) < 0.03
 
 
 def test_preview_without_display_or_output_saves_a_png(tmp_path):
@@ -200,10 +223,24 @@ def test_preview_refuses_an_output_name_without_image_suffix(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_text_noise_gives_up_once_no_string_adds_pixels():
-    # On a 4x4 image most strings are clipped away; the stall rule ends the loop long before 10,000 strings.
+def test_text_noise_gives_up_once_no_string_adds_pixels(monkeypatch):
+    """On a 4x4 image most strings are clipped away; the stall rule ends the loop after TEXT_MAX_STALLED strings
+    that added nothing, long before the cap (raised here so that only the stall rule can end it)."""
+    monkeypatch.setattr(noise_model, "TEXT_MAX_STRINGS", 10**9)
+    calls = []
+    real_put_text = cv2.putText
+    monkeypatch.setattr(noise_model.cv2, "putText", lambda *args: calls.append(1) or real_put_text(*args))
     noisy = get_noise_model("text,95,95")(np.full((4, 4, 3), 128, np.uint8), np.random.default_rng(0))
-    assert noisy.shape == (4, 4, 3)
+    assert noisy.shape == (4, 4, 3) and (noisy != 128).any()
+    strings = len(calls) // 2  # each string is drawn twice: on the image and on the coverage mask
+    assert noise_model.TEXT_MAX_STALLED <= strings < 20 * noise_model.TEXT_MAX_STALLED
+
+
+def test_zero_mean_gaussian_then_poisson_takes_the_negative_pixels_as_no_light():
+    """The zero-mean gaussian part leaves pixels below 0; Poisson counts them as a rate of 0 (no crash)."""
+    dark = np.full((64, 64, 3), 3, np.uint8)
+    noisy = get_noise_model("gaussian,0,25+poisson,5,50", zero_mean=True)(dark, np.random.default_rng(0))
+    assert noisy.dtype == np.float32 and noisy.min() >= 0 and noisy.max() > 3
 
 
 def test_level_specs_span_min_to_max_of_every_part():

@@ -54,16 +54,21 @@ def test_train_writes_checkpoint_history_and_sample(trained_run):
     ("clean_source_val_capped_cache", ["--source_noise_model", "clean", "--target_noise_model", "text,0,10",
                                        "--val_noise_model", "clean", "--cache_mb", 0.05, "--use_multiprocessing"]),
     ("mixed_zero_mean_processes", ["--mixed_precision", "--zero_mean_targets", "--use_multiprocessing",
-                                   "--workers", 3]),
+                                   "--workers", 3, "--target_noise_model", "poisson,5,50",
+                                   "--val_noise_model", "bernoulli,10,10"]),
 ])
 def test_train_with_each_loss_model_and_noise(tmp_path, image_folder, name, extra):
     """Every loss, both models, every noise model as source, target and validation noise, and batches made in
     processes (--use_multiprocessing).
     Small synthetic images keep these runs short; the first test covers the real data sets."""
+    import model as models  # (imported by train.py's main() in this process already)
+
     output, result = train(tmp_path, name, image_folder, image_folder, "--lr", 0.001, *extra)
     checkpoints = assert_trained(output)
-    if "l0" in name:
-        assert load_history(output)["loss"][0] > 0
+    models.load_weights(models.get_model("unet" if "unet" in name else "srresnet"), checkpoints[0])
+    if "l0" in name:  # annealed: gamma 2 (a squared error) in epoch 1, 1 (an absolute error) in epoch 2
+        loss = load_history(output)["loss"]
+        assert 0 < loss[1] < loss[0] / 5, loss  # impulse targets: errors of tens of grey levels a pixel
     if "cache" in name:  # the 7 synthetic photos take 7-26 KB each: 0.05 MiB holds some, not all
         assert "past --cache_mb 0.05 read from disk per patch" in result.stdout
     if "mixed" in name:  # bfloat16 compute, float32 weights: the checkpoint serves float32 inference
@@ -120,7 +125,6 @@ def test_unstable_learning_rate_stops_with_advice(tmp_path, image_folder):
 
 
 def test_train_without_data_flags_uses_bundled_photos(tmp_path):
-    pytest.importorskip("skimage", reason="scikit-image ships the bundled photos")
     result = run_script("train.py", "--nb_epochs", 1, "--steps", 2, "--batch_size", 2, "--image_size", 32,
                         "--output_path", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -141,7 +145,12 @@ def test_test_model_writes_triptychs_and_psnr(trained_run, val_dir, tmp_path):
         triptych = cv2.imread(str((tmp_path / "y" / source.relative_to(val_dir)).with_suffix(".png")))
         height, width = image.shape[0] // 16 * 16, image.shape[1] // 16 * 16
         assert triptych.shape == (height, 3 * width, 3)
-        np.testing.assert_array_equal(triptych[:, :width], image[:height, :width])
+        original, noisy, denoised = (triptych[:, k * width:(k + 1) * width].astype(float) for k in range(3))
+        np.testing.assert_array_equal(original, image[:height, :width])
+        # the middle panel has the default test noise (gaussian, sigma 25: clipping and truncation narrow it
+        # a little), and the right one is the network's output, not the noisy input again
+        assert 18 < (noisy - original).std() < 27
+        assert np.abs(denoised - noisy).mean() > 5
     assert "mean over" in result.stdout and result.stdout.count(" dB, denoised ") == len(inputs) + 1
 
 
@@ -184,6 +193,23 @@ def test_plot_history_compares_two_runs_and_accepts_one(trained_run, tmp_path):
     single = run_script("plot_history.py", "--input1", trained_run, "--output_dir", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     assert (tmp_path / "one" / "val_PSNR.png").is_file()
+
+
+def test_plot_history_draws_one_line_per_run_with_its_values(trained_run, tmp_path):
+    import matplotlib.pyplot as plt
+
+    import plot_history
+
+    other = {"val_PSNR": [20.0, 21.0, 23.5]}
+    histories = {"trained": load_history(trained_run), "other": other}
+    figure = plot_history.metric_figure(histories, "val_PSNR")
+    lines = figure.axes[0].get_lines()
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    plt.close(figure)
+    assert legend == ["trained", "other"] and len(lines) == 2
+    np.testing.assert_allclose(lines[0].get_ydata(), histories["trained"]["val_PSNR"])
+    np.testing.assert_allclose(lines[1].get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(lines[1].get_ydata(), other["val_PSNR"])
 
 
 def test_plot_history_numbers_epochs_with_whole_numbers():
