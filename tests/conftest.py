@@ -141,9 +141,12 @@ def assert_one_line_error(result, *needles):
         assert needle in lines[0], (needle, lines[0])
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (pytest.ini), keep the tests of the costly module-scoped training run (trained_run,
-    about a minute) in one worker, which trains it once, instead of once in every worker that gets one."""
+    about a minute) in one worker, which trains it once, instead of once in every worker that gets one.
+    tryfirst: xdist's own hook turns the mark into the group it schedules by, so the mark must come first
+    (without it both workers trained the run)."""
     for item in items:
         if "trained_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("trained_run"))
