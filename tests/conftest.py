@@ -100,7 +100,9 @@ def val_dir(image_folder):
 
 def run_script(script, *args, cwd=REPO, env=None, timeout=600):
     """Run one of the suite's scripts headless (no DISPLAY) and return the CompletedProcess."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    # Not TF_CPP_MIN_LOG_LEVEL either: importing JAX in this process sets it (to 1), which a user's shell lacks.
+    left_out = ("DISPLAY", "WAYLAND_DISPLAY", "TF_CPP_MIN_LOG_LEVEL")
+    environment = {k: v for k, v in os.environ.items() if k not in left_out}
     environment.update(env or {})
     environment["MPLBACKEND"] = "Agg"
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=environment,
