@@ -35,9 +35,9 @@ PREVIEW_FILE = "noise_preview.png"
 # uniform 16-bit integers samples N(0, 1) by inverse transform, about twice as fast as numpy's ziggurat;
 # exact to 1/65,536 in probability (the tails beyond 4.3 sigma, p = 1.5e-5, fold into the last bins),
 # far below the rounding to 8 bits that follows.
+NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in range(65536)], np.float32)
 # Bit generators whose every raw word is 64 uniform bits (not MT19937: 32), which standard_normal cuts in four.
 BIT_GENERATORS_OF_64_BITS = (np.random.PCG64, np.random.PCG64DXSM, np.random.SFC64, np.random.Philox)
-NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in range(65536)], np.float32)
 
 
 def standard_normal(rng, shape):
@@ -223,6 +223,8 @@ def noise_spec(text):
 # ------------------------------------------------------------------ preview
 MAX_PREVIEW_SIZE = 8192  # a grey square of 8192 x 8192 x 3 is 200 MB; larger ones only run out of memory
 MAX_PREVIEW_LEVELS = 64  # side by side, a row of more is wider than any screen or useful file
+
+
 def get_args(argv=None):
     parser = cli.ArgumentParser(description="Preview a noise model on a flat grey image or on a photo. "
                                             "In a window: any key draws new noise, q quits.")
@@ -235,7 +237,8 @@ def get_args(argv=None):
     parser.add_argument("--output", type=cli.image_output_file, default=None,
                         help=f"save the preview to this image file instead of showing a window "
                              f"(without a display: {PREVIEW_FILE})")
-    parser.add_argument("--seed", type=cli.seed, default=None, help="random seed of the noise; if not given, a random one")
+    parser.add_argument("--seed", type=cli.seed, default=None,
+                        help="random seed of the noise; if not given, a random one")
     parser.add_argument("--levels", type=cli.bounded_int(1, MAX_PREVIEW_LEVELS), default=1,
                         help="show this many noise levels side by side, evenly spaced from MIN to MAX of the spec, "
                              "each labelled with its spec; 1: one image drawn at a random level in [MIN, MAX]")
@@ -307,7 +310,8 @@ def main(argv=None):
     if args.output is None:
         print(f"no display to show a window: saving the preview to {output} (choose the file with --output)")
     if not images.write_image(output, draw_preview(image, specs, rng)):
-        raise cli.UserError(f"--output {output}: cannot write it (a file where a folder should be, or a folder not writable)")
+        raise cli.UserError(f"--output {output}: cannot write it "
+                            f"(a file where a folder should be, or a folder not writable)")
     print(f"saved {args.noise_model} preview to {output}")
     return 0
 
