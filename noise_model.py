@@ -92,14 +92,15 @@ def _random_text_stamp(rng, height, width):
 
 
 def text_noise(image, rng, min_occupancy, max_occupancy):
-    """Stamp random strings until their pixels cover a fraction drawn in [min, max] % of the image."""
+    """Stamp random strings until their pixels cover a fraction drawn in [min, max] % of the image. As in the
+    original, the first string is drawn before the coverage is checked, so even text,0,0 draws one."""
     noisy = image.copy()
     height, width = image.shape[:2]
     target = height * width * rng.uniform(min_occupancy, max_occupancy) / 100.0
     covered = np.zeros((height, width), np.uint8)  # 255 where any string was drawn
     count, stalled = 0, 0
-    for _ in range(TEXT_MAX_STRINGS):
-        if count >= target or stalled >= TEXT_MAX_STALLED:
+    for strings in range(TEXT_MAX_STRINGS):
+        if strings and (count >= target or stalled >= TEXT_MAX_STALLED):
             break
         text, origin, scale, thickness, color, box_slices = _random_text_stamp(rng, height, width)
         cv2.putText(noisy, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color[: image.shape[2]], thickness)

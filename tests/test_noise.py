@@ -130,6 +130,12 @@ def test_text_occupancy_matches_spec():
     assert abs(np.mean(fractions) - 0.20) < 0.03, fractions
 
 
+def test_text_noise_draws_one_string_even_at_zero_occupancy():
+    """The original checks the coverage after drawing, so text,0,0 still stamps one string (5-10 characters)."""
+    noisy = get_noise_model("text,0,0")(GREY, np.random.default_rng(0))
+    assert 20 < (noisy != GREY).any(axis=-1).sum() < 0.15 * GREY.shape[0] * GREY.shape[1]
+
+
 def test_text_noise_terminates_when_occupancy_is_unreachable(monkeypatch):
     # 100 % coverage is practically unreachable: the string cap must end the loop.
     monkeypatch.setattr(noise_model, "TEXT_MAX_STRINGS", 300)
