@@ -131,6 +131,30 @@ def test_a_backup_write_failing_midway_leaves_the_last_backup_whole(tmp_path, mo
     assert snapshot(backup) == before and models.backup_epoch(tmp_path) == 1
 
 
+def test_a_kill_between_the_backups_weights_and_its_epoch_count_resumes_the_counted_epoch(tmp_path, capsys):
+    """The backup's weights are replaced before its epoch count: a kill between the two leaves the next epoch's
+    weights under the last epoch's count. --resume must restore the weights of the epoch it counts."""
+    model = learning_model()
+    fit_epochs(model, tmp_path, epochs=2)
+    counted = model.get_weights()
+    fit_epochs(model, tmp_path / "ahead", epochs=3, initial_epoch=2)  # the third epoch, written elsewhere
+    backup = tmp_path / models.BACKUP_FOLDER  # the third epoch's backup, killed before its epoch count:
+    (backup / "latest.weights.h5.bkp").write_bytes((backup / "latest.weights.h5").read_bytes())
+    (backup / "training_metadata.json.bkp").write_bytes((backup / "training_metadata.json").read_bytes())
+    (backup / "latest.weights.h5").write_bytes(next((tmp_path / "ahead").glob("weights.003-*")).read_bytes())
+    assert not np.array_equal(model.get_weights()[0], counted[0])
+
+    restored = learning_model()
+    restored.optimizer.build(restored.trainable_variables)
+    callbacks = models.training_callbacks(tmp_path, [], 10, 0.02, "mse")
+    backup_callback = next(callback for callback in callbacks if isinstance(callback, models.EpochBackup))
+    backup_callback.set_model(restored)
+    backup_callback.on_train_begin()
+    assert restored._initial_epoch == 2 and "interrupted while it saved" in capsys.readouterr().out
+    for got, expected in zip(restored.get_weights(), counted):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_the_backup_of_an_improving_epoch_is_a_copy_of_its_checkpoint(tmp_path, monkeypatch):
     """Every epoch of learning_model improves, so writes a checkpoint: the --resume backup of the same weights and
     optimizer state is then a copy of it, not a second serialisation; it holds what --resume needs."""
