@@ -253,10 +253,17 @@ def level_specs(spec, count):
         return [spec]
     specs = []
     for fraction in np.linspace(0.0, 1.0, count):
-        parts = [",".join([name] + ([f"{values[0] + fraction * (values[1] - values[0]):g}"] * 2 if values else []))
-                 for name, values in parse_noise_specs(spec)]
-        specs.append(COMBINE.join(parts))
+        specs.append(COMBINE.join(fixed_level(name, values, fraction) for name, values in parse_noise_specs(spec)))
     return specs
+
+
+def fixed_level(name, values, fraction):
+    """The spec of noise `name` at `fraction` (0-1) of the way from its MIN to its MAX, with 3 significant
+    digits: ('gaussian', (0, 25), 1/3) -> 'gaussian,8.33,8.33'; ('clean', (), f) -> 'clean'."""
+    if not values:
+        return name
+    level = f"{float(f'{values[0] + fraction * (values[1] - values[0]):.3g}'):g}"  # 1000.0 -> '1000', not 1e+03
+    return f"{name},{level},{level}"
 
 
 def draw_preview(image, specs, rng):
@@ -264,12 +271,25 @@ def draw_preview(image, specs, rng):
     tiles = []
     for spec in specs:
         tile = np.clip(get_noise_model(spec)(image, rng), 0, 255).astype(np.uint8)
-        if len(specs) > 1:  # white label on a black box, top left
-            (width, height), baseline = cv2.getTextSize(spec, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-            cv2.rectangle(tile, (0, 0), (width + 10, height + baseline + 10), (0, 0, 0), cv2.FILLED)
-            cv2.putText(tile, spec, (5, height + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        if len(specs) > 1:
+            label_tile(tile, spec)
         tiles.append(tile)
     return np.concatenate(tiles, axis=1)
+
+
+def label_tile(tile, spec):
+    """Write `spec` on `tile` (uint8 BGR, in place): white on a black box, top left, one line per noise of a
+    combination, the font shrunk (down to a third) so that the lines fit the tile's width."""
+    lines = [("+" if index else "") + part for index, part in enumerate(spec.split(COMBINE))]
+    widest = max(cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] for line in lines)
+    scale = 0.5 * max(1 / 3, min(1.0, (tile.shape[1] - 10) / widest))
+    (_, height), baseline = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    line_height = height + baseline + 4
+    box_width = max(cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for line in lines) + 10
+    cv2.rectangle(tile, (0, 0), (box_width, line_height * len(lines) + 6), (0, 0, 0), cv2.FILLED)
+    for row, line in enumerate(lines):
+        cv2.putText(tile, line, (5, 5 + height + row * line_height), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def preview_source(args):

@@ -253,6 +253,19 @@ def test_level_specs_span_min_to_max_of_every_part():
     assert noise_model.level_specs("gaussian,0,50+impulse,10,20", 3) == [
         "gaussian,0,0+impulse,10,10", "gaussian,25,25+impulse,15,15", "gaussian,50,50+impulse,20,20"]
     assert noise_model.level_specs("clean", 2) == ["clean", "clean"]
+    assert noise_model.level_specs("gaussian,0,25+clean+poisson,5,1000", 4)[1] == \
+        "gaussian,8.33,8.33+clean+poisson,337,337"  # 3 significant digits, never an exponent
+
+
+def test_a_combined_label_is_written_one_noise_a_line_within_its_tile():
+    """Each tile of a --levels preview is labelled with its whole spec: a combination one noise a line, the font
+    shrunk to fit the tile (the label of gaussian,8.33,8.33+impulse,6.67,6.67 was cut at 'impulse,6')."""
+    specs = noise_model.level_specs("gaussian,0,25+impulse,0,20+text,0,10", 4)
+    preview = noise_model.draw_preview(np.full((128, 128, 3), 128, np.uint8), specs, np.random.default_rng(0))
+    first_tile_box = (preview[:, :128] == 0).all(axis=-1)  # the black label box; noise-free tile: nothing else 0
+    rows, columns = np.nonzero(first_tile_box)
+    assert columns.max() < 127 and 3 * 15 < rows.max() < 80, (columns.max(), rows.max())  # 3 lines
+    assert (preview[2, 128:256] == 0).all(axis=-1).sum() > 30  # the second tile has its own label
     assert noise_model.level_specs("text,0,50", 1) == ["text,0,50"]
 
 
