@@ -17,11 +17,18 @@ class UserError(Exception):
     """A problem with what the user asked for; its message is shown as is."""
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default in --help, except where it has none to show: a required flag ('default: None')."""
+
+    def _get_help_string(self, action):
+        return action.help if action.required else super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with defaults in --help and errors on one line (no usage block)."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(**kwargs)
 
     def error(self, message):
@@ -129,6 +136,22 @@ def prepare_output_dir(path, flag):
     if not os.access(path, os.W_OK):
         raise UserError(f"{flag} {path}: not writable")
     return path
+
+
+@contextlib.contextmanager
+def output_folder(path, flag):
+    """prepare_output_dir(path, flag) for the block; where the block fails (a bad input found later, Ctrl-C)
+    and the folders this made are still empty, they are removed again: a failed start leaves nothing behind."""
+    path = Path(path)
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    prepared = prepare_output_dir(path, flag)
+    try:
+        yield prepared
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty (results of finished epochs), or gone: leave it
+                folder.rmdir()
+        raise
 
 
 def has_display():

@@ -83,6 +83,15 @@ def decoded_images(paths, threads=None):
             yield oldest, decoding.result()
 
 
+def no_images_message(count, skipped, min_size):
+    """Why none of `count` files is usable, naming the first three (`skipped`: load_images' 'skipping ...')."""
+    unreadable = sum("not a readable" in reason for reason in skipped)
+    reasons = "; ".join(reason.removeprefix("skipping ") for reason in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return (f"no image of at least {min_size}x{min_size} pixels among {count} file{'s' if count != 1 else ''} "
+            f"({unreadable} unreadable, {len(skipped) - unreadable} smaller): {reasons}{more}")
+
+
 def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
     """Decode `paths` once into a list of HxWxC uint8 arrays (C = `channels`: 3 BGR, or 1 gray).
 
@@ -106,9 +115,7 @@ def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
                 cached += image.nbytes
             images.append(image)
     if not images:
-        unreadable = sum("not a readable" in reason for reason in skipped)
-        raise NoImagesError(f"no image of at least {min_size}x{min_size} pixels among {len(paths)} files "
-                            f"({unreadable} unreadable, {len(skipped) - unreadable} smaller)")
+        raise NoImagesError(no_images_message(len(paths), skipped, min_size))
     for reason in skipped:
         warnings.warn(reason, stacklevel=2)
     return images

@@ -53,8 +53,12 @@ def metric_figure(histories, metric):
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     for name, history in histories.items():
-        values = history.get(metric, [])
-        axes.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 20 else None, label=name)
+        if metric in history:
+            values = history[metric]
+            axes.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 20 else None, label=name)
+    missing = [name for name, history in histories.items() if metric not in history]
+    if missing:  # (runs from before val_SSIM was added, say): said, not drawn as a legend entry without a line
+        axes.set_title(f"no {metric} in {', '.join(missing)}", fontsize=9)
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 1.5 on a short run
     axes.set_ylabel(metric + (" (dB)" if "PSNR" in metric else ""))

@@ -11,6 +11,7 @@ denoised image against the original, then their means.
 """
 import argparse
 import collections
+import contextlib
 import csv
 import functools
 import sys
@@ -271,8 +272,10 @@ def main(argv=None):
         raise cli.UserError(f"--output_dir {args.output_dir} is inside --image_dir {args.image_dir}: the results "
                             f"would replace or mix with the test images; choose another folder "
                             f"(or pass --allow_output_in_image_dir)")
-    output_dir = cli.prepare_output_dir(args.output_dir, "--output_dir") if args.output_dir else None
-    rows = denoise_folder(load_model(args), paths, args, output_dir)
+    # (made before the model loads, so that an unwritable folder fails at once; removed if nothing is written)
+    folder = cli.output_folder(args.output_dir, "--output_dir") if args.output_dir else contextlib.nullcontext()
+    with folder as output_dir:
+        rows = denoise_folder(load_model(args), paths, args, output_dir)
     if rows:
         noisy_psnr, noisy_ssim, denoised_psnr, denoised_ssim = np.mean([row[1:] for row in rows], axis=0)
         print(f"mean over {len(rows)} images: noisy {noisy_psnr:.2f} dB, denoised {denoised_psnr:.2f} dB "

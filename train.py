@@ -11,11 +11,13 @@ epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
 import contextlib
+import json
 import math
 import pickle
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -234,8 +236,8 @@ def previous_history(args):
     except ValueError as error:
         raise cli.UserError(f"--resume: {error}; leave out --resume to start a new run there") from None
     if completed is None:
-        raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} "
-                            f"(no {models.BACKUP_FOLDER}/ folder); leave out --resume to start one")
+        raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} (no completed "
+                            f"epoch in its {models.BACKUP_FOLDER}/ folder); leave out --resume to start one")
     history_file = Path(args.output_path) / "history.npz"
     try:
         history = np.load(history_file, allow_pickle=True)["history"].item() if history_file.is_file() else {}
@@ -266,6 +268,39 @@ def replace_old_backup(args):
         print(f"a new run in {args.output_path}: replacing the backup of the earlier run there "
               f"(--resume continues a run)")
         shutil.rmtree(backup)
+
+
+# The flags that shape what a run learns; --resume warns where they differ from those the run was started with.
+RUN_FLAGS = ("image_dir", "test_dir", "image_size", "batch_size", "nb_epochs", "steps", "lr", "loss",
+             "source_noise_model", "target_noise_model", "val_noise_model", "zero_mean_targets", "seed")
+RUN_FLAGS_FILE = "run_flags.json"  # in the backup folder
+
+
+def record_run_flags(args):
+    """Write this run's RUN_FLAGS into its backup folder (at its start, and anew after a --resume)."""
+    flags = json.dumps({name: getattr(args, name) for name in RUN_FLAGS})
+    models.write_atomically(Path(args.output_path) / models.BACKUP_FOLDER / RUN_FLAGS_FILE,
+                            lambda temporary: Path(temporary).write_text(flags))
+
+
+def flag_text(name, value):
+    """How a flag's value is written on the command line: '--lr 0.001', '--zero_mean_targets', 'no --seed'."""
+    if value is None or value is False:
+        return f"no --{name}"
+    return f"--{name}" if value is True else f"--{name} {value}"
+
+
+def warn_of_changed_flags(args):
+    """With --resume: one warning naming the RUN_FLAGS given other values than the run's (recorded) ones."""
+    try:
+        recorded = json.loads((Path(args.output_path) / models.BACKUP_FOLDER / RUN_FLAGS_FILE).read_text())
+    except (OSError, ValueError):
+        return  # a backup from before the flags were recorded
+    changed = [f"{flag_text(name, getattr(args, name))} (the run: {flag_text(name, recorded[name])})"
+               for name in RUN_FLAGS if name in recorded and recorded[name] != getattr(args, name)]
+    if changed:
+        warnings.warn(f"--resume with other flags than the run was started with: {'; '.join(changed)}; "
+                      f"the remaining epochs use the new values")
 
 
 def start_devices(args):
@@ -300,9 +335,16 @@ def worker_output(args, distribution):
 def main(argv=None):
     args = get_args(argv)
     distribution = start_devices(args)
-    cli.prepare_output_dir(args.output_path, "--output_path")
-    with worker_output(args, distribution) as args.output_path:
-        return train(args, distribution)
+    output_path = args.output_path
+    try:
+        with cli.output_folder(output_path, "--output_path"), worker_output(args, distribution) as args.output_path:
+            return train(args, distribution)
+    except KeyboardInterrupt:
+        if not Path(models.backup_weights_path(output_path)).is_file():
+            raise  # no epoch completed: cli says "interrupted"
+        print(f"interrupted: the same command with --resume continues from the last completed epoch "
+              f"(backed up in {Path(output_path) / models.BACKUP_FOLDER})", file=sys.stderr)
+        return 130
 
 
 def train(args, distribution):
@@ -314,6 +356,7 @@ def train(args, distribution):
     check_resumable(model, args)
     if args.resume:
         print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}")
+        warn_of_changed_flags(args)
     train_data, val_data = make_datasets(args, distribution.replicas)
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
@@ -321,6 +364,7 @@ def train(args, distribution):
                                           history=history, replicas=distribution.replicas)
     distribute.prepare_fit(model, distribution, train_data)
     replace_old_backup(args)
+    record_run_flags(args)
     # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe. No shuffle: the
     # batches are random patches already, and Keras would shuffle their order with Python's unseeded `random`,
     # so the same --seed would train on the same batches in a different order (different weights) every run.

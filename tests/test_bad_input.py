@@ -257,3 +257,23 @@ def test_train_says_which_channels_weights_of_a_gray_model_need(image_folder, tm
                       "--output_path", output_dir)
     assert_one_line_error(result, "--weight", "srresnet (gray)", "pass --model srresnet --channels 1")
     assert_untouched(output_dir)
+
+
+@pytest.mark.parametrize("script, args, needles", [
+    ("train", ["--image_size", "5000"], ["5000x5000"]),
+    ("train", ["--resume"], ["--resume", "no interrupted run"]),
+    ("test_model", ["--weight_file", "CORRUPT"], ["--weight_file", "not a Keras weight file"]),
+])
+def test_a_failed_start_leaves_no_output_folder_behind(script, args, needles, image_folder, tmp_path):
+    """The output folder (and its missing parents) is made before the inputs are all checked, so that an
+    unwritable one fails at once; where a later check fails, the empty folders made are removed again."""
+    corrupt = tmp_path / "corrupt.weights.h5"
+    corrupt.write_bytes(b"\x00" * 100)
+    args = [corrupt if arg == "CORRUPT" else arg for arg in args]
+    folder_flag = "--output_path" if script == "train" else "--output_dir"
+    common = ["--image_dir", image_folder]
+    if script == "train":
+        common += ["--test_dir", image_folder, "--nb_epochs", 1, "--steps", 1]
+    result = run_main(script, *common, *args, folder_flag, tmp_path / "new" / "run")
+    assert_one_line_error(result, *needles)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corrupt.weights.h5"]

@@ -73,8 +73,11 @@ def test_unreadable_and_small_images_are_skipped_with_a_warning(tmp_path, image_
         images = generator.load_images(paths, min_size=32)
     assert len(images) == 1 and len(caught) == 2
     assert "broken.png" in str(caught[0].message) and "small.png" in str(caught[1].message)
-    with pytest.raises(generator.NoImagesError, match=r"among 2 files \(1 unreadable, 1 smaller\)"):
+    with pytest.raises(generator.NoImagesError, match=r"among 2 files \(1 unreadable, 1 smaller\): .*broken.png: "
+                                                     r"not a readable image; .*small.png: 10x10 is smaller"):
         generator.load_images(paths[:2], min_size=32)
+    with pytest.raises(generator.NoImagesError, match=r"among 1 file \(1 unreadable, 0 smaller\)"):
+        generator.load_images(paths[:1], min_size=32)
 
 
 def test_images_decoded_in_threads_come_in_the_order_of_their_paths(tmp_path):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
     result = train(env, *train_args(image_folder, output), "--resume")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     backup = models.backup_epoch(output)
-    assert f"resuming {output} after epoch" in result.stdout
+    assert f"resuming {output} after epoch" in result.stdout and "other flags" not in result.stderr
     assert f"Epoch {done + 1}/{EPOCHS}" in result.stdout and "Epoch 1/" not in result.stdout
     history = load_history(output)
     assert backup == EPOCHS
@@ -138,3 +139,41 @@ def test_resume_of_a_damaged_backup_says_so_in_one_line(image_folder, interrupte
     (interrupted_run / models.BACKUP_FOLDER / "training_metadata.json").write_text("")  # damaged outside training
     result = run_main("train", *train_args(image_folder, interrupted_run), "--resume")
     assert_one_line_error(result, "--resume", "training_metadata.json is damaged")
+
+
+def test_resume_warns_of_flags_other_than_the_runs(image_folder, tmp_path, recwarn):
+    """Other --nb_epochs, --lr or noise on --resume change the rest of a run (the learning-rate schedule follows
+    --nb_epochs): allowed, to extend a run, but said in one warning naming each flag, its value and the run's."""
+    import train as train_script
+
+    started = train_script.get_args(list(map(str, train_args(image_folder, tmp_path / "run"))))
+    train_script.record_run_flags(started)
+    resumed = train_script.get_args(list(map(str, train_args(image_folder, tmp_path / "run")))
+                                    + ["--resume", "--nb_epochs", "9", "--zero_mean_targets"])
+    train_script.warn_of_changed_flags(resumed)
+    [warning] = [str(record.message) for record in recwarn]
+    assert f"--nb_epochs 9 (the run: --nb_epochs {EPOCHS})" in warning, warning
+    assert "--zero_mean_targets (the run: no --zero_mean_targets)" in warning and "--lr" not in warning
+    train_script.record_run_flags(resumed)  # a resumed run records its flags anew: the next --resume compares them
+    train_script.warn_of_changed_flags(resumed)
+    assert len(recwarn) == 1
+
+
+def test_ctrl_c_after_an_epoch_says_how_to_continue(image_folder, tmp_path, monkeypatch, capsys):
+    """Ctrl-C once an epoch is backed up: exit status 130 and the hint to add --resume; before that, the
+    interrupt goes on to cli.run_main ("interrupted"), and the empty output folder made for the run is removed."""
+    import train as train_script
+
+    def interrupted(args, distribution, backed_up):
+        if backed_up:
+            (Path(args.output_path) / models.BACKUP_FOLDER).mkdir()
+            models.get_model("srresnet").save_weights(models.backup_weights_path(args.output_path))
+        raise KeyboardInterrupt
+    argv = list(map(str, train_args(image_folder, tmp_path / "run")))
+    monkeypatch.setattr(train_script, "train", lambda args, distribution: interrupted(args, distribution, True))
+    assert train_script.main(argv) == 130
+    assert "the same command with --resume continues" in capsys.readouterr().err
+    monkeypatch.setattr(train_script, "train", lambda args, distribution: interrupted(args, distribution, False))
+    with pytest.raises(KeyboardInterrupt):
+        train_script.main(list(map(str, train_args(image_folder, tmp_path / "fresh"))))
+    assert not (tmp_path / "fresh").exists()

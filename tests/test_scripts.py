@@ -217,6 +217,19 @@ def test_plot_history_draws_one_line_per_run_with_its_values(trained_run, tmp_pa
     np.testing.assert_allclose(lines[1].get_ydata(), other["val_PSNR"])
 
 
+def test_plot_history_leaves_a_run_without_the_metric_out_of_the_legend_and_says_so():
+    import matplotlib.pyplot as plt
+
+    import plot_history
+
+    histories = {"new": {"val_PSNR": [20.0, 21.0], "val_SSIM": [0.5, 0.6]}, "old": {"val_PSNR": [19.0, 20.0]}}
+    figure = plot_history.metric_figure(histories, "val_SSIM")
+    axes = figure.axes[0]
+    legend, title = [text.get_text() for text in axes.get_legend().get_texts()], axes.get_title()
+    plt.close(figure)
+    assert legend == ["new"] and len(axes.get_lines()) == 1 and title == "no val_SSIM in old"
+
+
 def test_plot_history_numbers_epochs_with_whole_numbers():
     import matplotlib.pyplot as plt
 
@@ -240,15 +253,18 @@ ORIGINAL_FLAGS = {
 
 @pytest.mark.parametrize("script", sorted(ORIGINAL_FLAGS))
 def test_help_explains_every_flag(script):
-    """--help lists the original's flags, and every flag has a help text and its default."""
+    """--help lists the original's flags, and every flag has a help text and its default (a required flag
+    has none, and says 'required' in the usage line instead of '(default: None)')."""
     result = run_main(script[:-3], "--help")
     assert result.returncode == 0
     options = result.stdout.split("options:")[1]
     entries = [entry for entry in options.split("\n  --")[1:]]
     names = ["--" + entry.split()[0] for entry in entries]
     assert set(ORIGINAL_FLAGS[script]) <= set(names), names
-    for entry in entries:
-        assert "(default:" in entry and len(entry.split()) > 4, entry
+    usage = result.stdout.split("options:")[0]
+    for name, entry in zip(names, entries):
+        required = f" {name} " in usage and f"[{name} " not in usage
+        assert ("(default:" in entry) != required and len(entry.split()) > 4, entry
 
 
 def test_results_are_named_after_their_inputs_even_where_two_inputs_share_a_stem(tmp_path):
