@@ -43,6 +43,7 @@ import shlex
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -56,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 
 cli.import_keras_quietly()
+warnings.formatwarning = cli.one_line_warning  # train.py's skipped-image warnings, one line each as there
 import keras  # noqa: E402
 
 import model as models  # noqa: E402
