@@ -77,7 +77,8 @@ def get_args(argv=None):
                         help=f"noise added to each test image, a {SPEC_HELP}; 'clean' denoises already-noisy "
                              f"photos as they are")
     parser.add_argument("--output_dir", default=None,
-                        help="save the results as PNGs here; otherwise show them in a window "
+                        help="save the results here (triptychs as PNGs; --output_mode denoised: in each input's "
+                             "format), and report.csv; otherwise show them in a window "
                              "(any key: next image, q: quit)")
     parser.add_argument("--seed", type=cli.seed, default=0, help="random seed of the test noise")
     parser.add_argument("--tile", type=multiple_of_16, default=0,
@@ -264,7 +265,7 @@ def denoise_folder(model, paths, args, output_dir):
 def main(argv=None):
     args = get_args(argv)
     if args.output_dir is None and not cli.has_display():
-        raise cli.UserError("no display to show the results; pass --output_dir FOLDER to save them as PNGs")
+        raise cli.UserError("no display to show the results; pass --output_dir FOLDER to save them as files")
     paths = images.list_images(args.image_dir)
     if not paths:
         raise cli.UserError(f"--image_dir {args.image_dir}: no image files ({', '.join(images.IMAGE_SUFFIXES)})")

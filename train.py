@@ -103,9 +103,9 @@ def add_speed_flags(parser):
                             "os.fork: for Linux (macOS has it, but its system libraries are not fork-safe)")
     group.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
-                            "compiles the N steps into one loop (one round trip to the device); every backend "
-                            "runs the per-batch callbacks and the progress bar once per N steps (epochs, "
-                            "validation and checkpoints are unchanged)")
+                            "compiles the N steps into one loop (one round trip to the device); TensorFlow and JAX "
+                            "run the per-batch callbacks and the progress bar once per N steps (epochs, "
+                            "validation and checkpoints are unchanged). Keras' PyTorch backend takes only 1")
     group.add_argument("--mixed_precision", action="store_true",
                        help="compute in bfloat16 (float16 with loss scaling on GPUs older than Ampere); weights, "
                             "outputs, loss and PSNR stay float32. About 2x faster on recent CPUs and GPUs")
@@ -123,6 +123,9 @@ def get_args(argv=None):
     if args.use_multiprocessing and not generator.can_fork():
         parser.error("argument --use_multiprocessing: needs os.fork (Linux), which this system lacks; "
                      "leave it out to make the batches in threads")
+    if args.steps_per_execution > 1 and keras.backend.backend() == "torch":
+        parser.error("argument --steps_per_execution: Keras' PyTorch backend runs one step per call; leave it out "
+                     "or use KERAS_BACKEND=tensorflow or jax")
     if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, "
                      f"got {args.image_size}")

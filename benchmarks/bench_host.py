@@ -5,7 +5,8 @@ left is the work a GPU cannot do for us.
 
 On a GPU, where the host queues steps ahead of the device, a step costs about max(GPU work, host work); the host
 work (Keras' Python loop, making and handing over a batch, dispatching the step, the per-batch callbacks) must
-stay well below the GPU's step time (8.6 ms for the recipe's SRResNet in bfloat16 on an H200) or the GPU waits.
+stay well below the GPU's step time (a floor of 8.6 ms for the recipe's SRResNet in bfloat16 on an H200) or the
+GPU waits.
 Each configuration runs train.py's train() (the recipe's data: 128x128 patches, batch 8, zero-mean gaussian
 targets, Set14 validation every epoch) for --nb_epochs epochs of --steps batches and prints one JSON line:
 milliseconds a training step and seconds of end-of-epoch work (validation, checkpoint, history, backup: in all

@@ -6,8 +6,9 @@ and without model.cache_keras_save_skipsets, in one run.
 Keras 3.15's saving_lib stores its per-kind attribute sets under one name and looks them up under another, so
 every save builds some hundred throw-away layers to work them out again. Each measurement runs in a new thread
 (Keras keeps those sets per thread), where the "cached" one calls model.cache_keras_save_skipsets first (as
-train.py does), and times --saves calls of Keras' model.save_weights (which BackupAndRestore calls every epoch
-and BestCheckpoint through a temporary file). The two alternate, so drift on a shared machine hits both.
+train.py does), and times --saves calls of Keras' model.save_weights (which train.py's backup, model.EpochBackup,
+calls every epoch that writes no checkpoint, and BestCheckpoint on improving epochs, each through a temporary
+file). The two alternate, so drift on a shared machine hits both.
 Prints one JSON line per measurement and their ratio. Then what the training loop itself spends on an epoch's
 save since train.py writes in the background (model.EpochWriter): the copy of the weights and optimizer state it
 takes at the epoch's end (model.copy_state; median of --saves copies), against the cached save it no longer

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 
-cli.import_keras_quietly()
+cli.import_keras_quietly(start=False)  # train.main starts the devices, after --distribute has configured them
 import train  # noqa: E402
 from bench_train import timed_epochs  # noqa: E402  (this script's folder is on sys.path)
 
@@ -30,4 +30,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_main(main))

@@ -80,6 +80,15 @@ def test_train_rejects_use_multiprocessing_where_there_is_no_fork(image_folder, 
     assert_untouched(output_dir)
 
 
+def test_train_rejects_steps_per_execution_on_pytorch(image_folder, output_dir, monkeypatch):
+    """Keras' PyTorch trainer raises for steps_per_execution > 1 when training starts: said at parse time."""
+    monkeypatch.setattr("keras.backend.backend", lambda: "torch")
+    result = run_main("train", "--image_dir", image_folder, "--test_dir", image_folder, "--steps_per_execution", 4,
+                      "--output_path", output_dir, "--nb_epochs", 1, "--steps", 1)
+    assert_one_line_error(result, "--steps_per_execution", "PyTorch", "KERAS_BACKEND=tensorflow or jax")
+    assert_untouched(output_dir)
+
+
 def test_train_rejects_a_corrupt_weight_file_in_a_real_process(image_folder, tmp_path, output_dir):
     """In a subprocess: the error comes after TensorFlow started, and its start-up lines must not show."""
     corrupt = tmp_path / "corrupt.weights.h5"
