@@ -7,6 +7,7 @@ traceback. Imports nothing heavy, so `noise_model.py` stays Keras-free.
 import argparse
 import contextlib
 import errno
+import logging
 import os
 import sys
 import warnings
@@ -192,7 +193,12 @@ def import_keras_quietly(start=True):
     # DT_INT32 only on platforms with AVX-512. Falling back ..."); real failures raise Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
-        import keras  # noqa: F401
+        import keras
+    if keras.backend.backend() == "tensorflow":
+        # Images of different sizes are padded to a few bucket shapes, one traced graph each, on purpose
+        # (benchmarks/RESULTS.md, validation section); TensorFlow's multi-line "N out of the last M calls ...
+        # triggered tf.function retracing" advice about that would only puzzle users.
+        logging.getLogger("tensorflow").addFilter(lambda record: "tf.function retracing" not in record.getMessage())
     if start:
         start_backend_quietly()
 

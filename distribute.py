@@ -62,7 +62,8 @@ def _tensorflow(mode):
     # Every worker's pipeline makes the whole global batch; tf.distribute keeps this worker's share
     # (data sharding of a generator-fed dataset), so all workers see the same sequence of patches.
     return Distribution(strategy.scope, replicas, worker,
-                        f"{type(strategy).__name__}, {replicas} replicas", multiworker_tf=mode == "multiworker")
+                        f"{type(strategy).__name__}, {replicas} replica{'s' * (replicas != 1)}",
+                        multiworker_tf=mode == "multiworker")
 
 
 def tf_worker_rank(tf_config):
@@ -91,7 +92,8 @@ def _jax_local():
     devices = keras.distribution.list_devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     return Distribution(contextlib.nullcontext, len(devices), jax.process_index(),
-                        f"keras.distribution.DataParallel, {len(devices)} {jax.default_backend()} devices")
+                        f"keras.distribution.DataParallel, {len(devices)} {jax.default_backend()} "
+                        f"device{'s' * (len(devices) != 1)}")
 
 
 def prepare_fit(model, distribution, dataset):

@@ -492,7 +492,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             print(f"\nEpoch {epoch + 1}: {self.monitor} is {value}: no checkpoint")
             return
         if self.best is not None and value <= self.best:
-            print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best}")
+            print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
             return
         path = self.path_template.format(epoch=epoch + 1, **logs)
         previous = "None" if self.best is None else f"{self.best:.5f}"
@@ -620,17 +620,20 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
 
     async_safe = True
 
-    def __init__(self, backup_dir, checkpoint):
+    def __init__(self, backup_dir, checkpoint, run_flags=None):
         super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=True)
         self.checkpoint = checkpoint
         self.writer = checkpoint.writer
+        self.run_flags = run_flags  # a dict written beside every backup as RUN_FLAGS_FILE (what train.py was given)
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            # Weights that made a NaN/inf loss are no state to resume from: the backup keeps the last good epoch.
-            print(f"\nEpoch {epoch + 1}: the loss is {loss}: not backed up (--resume starts after the last epoch "
-                  f"with a finite loss)")
+        broken = {name: (logs or {}).get(name) for name in ("loss", "val_loss")}
+        broken = {name: value for name, value in broken.items() if value is not None and not math.isfinite(value)}
+        if broken:
+            # Weights whose loss or validation is NaN/inf are no state to resume from: the backup keeps the last
+            # good epoch (where there is none, --resume says there is nothing to resume).
+            print(f"\nEpoch {epoch + 1}: {', '.join(f'{name} is {value}' for name, value in broken.items())}: not "
+                  f"backed up (--resume continues after the last epoch whose loss and val_loss were finite)")
             return
         written = self.checkpoint.written
         checkpoint = written[1] if written is not None and written[0] == epoch else None
@@ -651,6 +654,9 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         else:
             save_weights_atomically(source, self._weights_path)  # (caches Keras' skipsets in the thread that saves)
         metadata = {"epoch": epoch + 1, "batch": 0, "weights_sha256": file_sha256(self._weights_path)}
+        if self.run_flags is not None:  # (before the epoch count: a kill between them leaves the older count)
+            write_atomically(os.path.join(self.backup_dir, RUN_FLAGS_FILE),
+                             lambda temporary: Path(temporary).write_text(json.dumps(self.run_flags)))
         write_atomically(self._training_metadata_path,
                          lambda temporary: Path(temporary).write_text(json.dumps(metadata)))
 
@@ -688,6 +694,7 @@ def save_history(path, history):
 
 
 BACKUP_FOLDER = "backup"  # inside the output folder: weights, optimizer state and epoch of the last epoch
+RUN_FLAGS_FILE = "run_flags.json"  # in the backup folder: the flags the backed-up run was last given
 
 
 def backup_epoch(output_path):
@@ -709,11 +716,12 @@ def backup_weights_path(output_path):
 
 
 def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
-                       nan_advice="Lower the learning rate.", history=None, replicas=1):
+                       nan_advice="Lower the learning rate.", history=None, replicas=1, run_flags=None):
     """The callbacks of a training run, in order: validation, LR schedule, best-val_PSNR checkpoint,
     history, backup for --resume, NaN stop, and L0 annealing where `loss` (what compile() got) is an L0Loss.
 
-    `history` (per-epoch lists of the completed epochs) continues an interrupted run; the backup is
+    `run_flags` (a JSON-able dict) is written with every backup. `history` (per-epoch lists of the completed
+    epochs) continues an interrupted run; the backup is
     written after the history, so a kill between the two leaves the history ahead, never behind. The three
     files of an epoch are written in that order by one EpochWriter, on a helper thread from a copy of the
     epoch's state while the next epoch trains (at once in data-parallel runs, `replicas` > 1).
@@ -727,7 +735,7 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         best,
         HistorySaver(os.path.join(str(output_path), "history.npz"), history, writer),
-        EpochBackup(os.path.join(str(output_path), BACKUP_FOLDER), best),
+        EpochBackup(os.path.join(str(output_path), BACKUP_FOLDER), best, run_flags),
         StopOnNaN(nan_advice),
     ]
     if isinstance(loss, L0Loss):

@@ -276,14 +276,19 @@ def replace_old_backup(args):
 # The flags that shape what a run learns; --resume warns where they differ from those the run was started with.
 RUN_FLAGS = ("image_dir", "test_dir", "image_size", "batch_size", "nb_epochs", "steps", "lr", "loss",
              "source_noise_model", "target_noise_model", "val_noise_model", "zero_mean_targets", "seed")
-RUN_FLAGS_FILE = "run_flags.json"  # in the backup folder
 
 
-def record_run_flags(args):
-    """Write this run's RUN_FLAGS into its backup folder (at its start, and anew after a --resume)."""
-    flags = json.dumps({name: getattr(args, name) for name in RUN_FLAGS})
-    models.write_atomically(Path(args.output_path) / models.BACKUP_FOLDER / RUN_FLAGS_FILE,
-                            lambda temporary: Path(temporary).write_text(flags))
+def nan_advice(args):
+    """What StopOnNaN tells the user to change."""
+    advice = f"Lower --lr (now {args.lr:g}{'; the README recipes use 0.001' if args.lr > 0.001 else ''})."
+    if args.resume:
+        advice += " If the resumed run was already diverging, start it again without --resume."
+    return advice
+
+
+def run_flags(args):
+    """{flag: value} of RUN_FLAGS, which every backup of the run records (models.RUN_FLAGS_FILE)."""
+    return {name: getattr(args, name) for name in RUN_FLAGS}
 
 
 def flag_text(name, value):
@@ -296,7 +301,7 @@ def flag_text(name, value):
 def warn_of_changed_flags(args):
     """With --resume: one warning naming the RUN_FLAGS given other values than the run's (recorded) ones."""
     try:
-        recorded = json.loads((Path(args.output_path) / models.BACKUP_FOLDER / RUN_FLAGS_FILE).read_text())
+        recorded = json.loads((Path(args.output_path) / models.BACKUP_FOLDER / models.RUN_FLAGS_FILE).read_text())
     except (OSError, ValueError):
         return  # a backup from before the flags were recorded
     changed = [f"{flag_text(name, getattr(args, name))} (the run: {flag_text(name, recorded[name])})"
@@ -315,6 +320,9 @@ def start_devices(args):
     if distribution.replicas > 1 or distribution.worker:
         print(f"data-parallel: {distribution.description}; worker {distribution.worker}, "
               f"{args.batch_size * distribution.replicas} patches a step ({args.batch_size} per replica)")
+    elif args.distribute != "none":
+        print(f"--distribute {args.distribute}: {distribution.description}, found one device: training as "
+              f"without --distribute")
     return distribution
 
 
@@ -343,10 +351,12 @@ def main(argv=None):
         with cli.output_folder(output_path, "--output_path"), worker_output(args, distribution) as args.output_path:
             return train(args, distribution)
     except KeyboardInterrupt:
-        if not Path(models.backup_weights_path(output_path)).is_file():
-            raise  # no epoch completed: cli says "interrupted"
-        print(f"interrupted: the same command with --resume continues from the last completed epoch "
-              f"(backed up in {Path(output_path) / models.BACKUP_FOLDER})", file=sys.stderr)
+        if Path(models.backup_weights_path(output_path)).is_file():
+            print(f"interrupted: the same command with --resume continues from the last completed epoch "
+                  f"(backed up in {Path(output_path) / models.BACKUP_FOLDER})", file=sys.stderr)
+        else:
+            print("interrupted before the first epoch ended: nothing to resume; run the command again to start over",
+                  file=sys.stderr)
         return 130
 
 
@@ -358,16 +368,17 @@ def train(args, distribution):
         model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
     check_resumable(model, args)
     if args.resume:
-        print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}")
+        print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}" if completed < args.nb_epochs
+              else f"{args.output_path}: the run has finished its {completed} epochs; nothing to train (a larger "
+                   f"--nb_epochs continues it)")
         warn_of_changed_flags(args)
     train_data, val_data = make_datasets(args, distribution.replicas)
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
-                                          nan_advice=f"Lower --lr (now {args.lr:g}; the README recipes use 0.001).",
-                                          history=history, replicas=distribution.replicas)
+                                          nan_advice=nan_advice(args),
+                                          history=history, replicas=distribution.replicas, run_flags=run_flags(args))
     distribute.prepare_fit(model, distribution, train_data)
     replace_old_backup(args)
-    record_run_flags(args)
     # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe. No shuffle: the
     # batches are random patches already, and Keras would shuffle their order with Python's unseeded `random`,
     # so the same --seed would train on the same batches in a different order (different weights) every run.

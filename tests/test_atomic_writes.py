@@ -155,6 +155,24 @@ def test_a_kill_between_the_backups_weights_and_its_epoch_count_resumes_the_coun
         np.testing.assert_array_equal(got, expected)
 
 
+def test_an_epoch_with_a_nan_loss_or_validation_is_not_backed_up_and_the_run_flags_go_with_a_backup(tmp_path, capsys):
+    """Weights that diverged (a loss of 1e33 can still be finite; their validation is NaN) are no state for
+    --resume, which would stop again at once; the run's flags are written with each backup that is."""
+    model = learning_model()
+    callbacks = models.training_callbacks(tmp_path, [], 10, 0.02, "mse", run_flags={"lr": 0.02})
+    backup = next(callback for callback in callbacks if isinstance(callback, models.EpochBackup))
+    backup.set_model(model)
+    backup.on_epoch_end(0, {"loss": 1.3e33, "val_loss": float("nan")})
+    backup.on_epoch_end(1, {"loss": float("inf"), "val_loss": 3.0})
+    backup.on_train_end()
+    assert not (tmp_path / models.BACKUP_FOLDER).exists()
+    assert "Epoch 1: val_loss is nan: not backed up" in capsys.readouterr().out
+    backup.on_epoch_end(2, {"loss": 2.0, "val_loss": 3.0})
+    backup.on_train_end()
+    assert models.backup_epoch(tmp_path) == 3
+    assert (tmp_path / models.BACKUP_FOLDER / models.RUN_FLAGS_FILE).read_text() == '{"lr": 0.02}'
+
+
 def test_the_backup_of_an_improving_epoch_is_a_copy_of_its_checkpoint(tmp_path, monkeypatch):
     """Every epoch of learning_model improves, so writes a checkpoint: the --resume backup of the same weights and
     optimizer state is then a copy of it, not a second serialisation; it holds what --resume needs."""

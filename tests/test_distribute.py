@@ -132,3 +132,16 @@ def test_multiworker_on_jax_says_that_it_needs_tensorflow(tmp_path, image_folder
                         "--output_path", tmp_path / "out", env=env)
     assert_one_line_error(result, "--distribute multiworker", "not supported on the jax backend",
                           "KERAS_BACKEND=tensorflow")
+
+
+def test_mirrored_on_one_device_says_so(capsys):
+    """--distribute mirrored where there is only one device (a CPU without virtual devices) trains as without it,
+    and says so instead of nothing."""
+    import argparse
+
+    import train
+
+    distribution = train.start_devices(argparse.Namespace(distribute="mirrored", batch_size=4))
+    assert distribution.replicas == 1
+    assert ("--distribute mirrored: MirroredStrategy, 1 replica, found one device: training as without --distribute"
+            in capsys.readouterr().out)

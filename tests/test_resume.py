@@ -1,6 +1,7 @@
 """train.py --resume: a run killed in the middle of an epoch continues from its last completed epoch, exactly as
 the uninterrupted run would, on TensorFlow and on JAX (the GPU recipe's backend, whose data adapter hands the
 generator's batches to the epochs differently)."""
+import json
 import os
 import signal
 import subprocess
@@ -90,7 +91,7 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
     # --resume of a finished run trains nothing and changes nothing.
     before = (uninterrupted / "history.npz").read_bytes()
     again = train(env, *train_args(image_folder, uninterrupted), "--steps_per_execution", 2, "--resume")
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.returncode == 0 and f"has finished its {EPOCHS} epochs; nothing to train" in again.stdout, again.stderr[-2000:]
     assert (uninterrupted / "history.npz").read_bytes() == before
 
 
@@ -141,27 +142,34 @@ def test_resume_of_a_damaged_backup_says_so_in_one_line(image_folder, interrupte
     assert_one_line_error(result, "--resume", "training_metadata.json is damaged")
 
 
+def record_run_flags(train_script, args):
+    """The run flags file as the run's backups write it (model.EpochBackup, from train.run_flags)."""
+    backup = Path(args.output_path) / models.BACKUP_FOLDER
+    backup.mkdir(parents=True, exist_ok=True)
+    (backup / models.RUN_FLAGS_FILE).write_text(json.dumps(train_script.run_flags(args)))
+
+
 def test_resume_warns_of_flags_other_than_the_runs(image_folder, tmp_path, recwarn):
     """Other --nb_epochs, --lr or noise on --resume change the rest of a run (the learning-rate schedule follows
     --nb_epochs): allowed, to extend a run, but said in one warning naming each flag, its value and the run's."""
     import train as train_script
 
     started = train_script.get_args(list(map(str, train_args(image_folder, tmp_path / "run"))))
-    train_script.record_run_flags(started)
+    record_run_flags(train_script, started)
     resumed = train_script.get_args(list(map(str, train_args(image_folder, tmp_path / "run")))
                                     + ["--resume", "--nb_epochs", "9", "--zero_mean_targets"])
     train_script.warn_of_changed_flags(resumed)
     [warning] = [str(record.message) for record in recwarn]
     assert f"--nb_epochs 9 (the run: --nb_epochs {EPOCHS})" in warning, warning
     assert "--zero_mean_targets (the run: no --zero_mean_targets)" in warning and "--lr" not in warning
-    train_script.record_run_flags(resumed)  # a resumed run records its flags anew: the next --resume compares them
+    record_run_flags(train_script, resumed)  # a resumed run's backups record its flags: the next --resume compares them
     train_script.warn_of_changed_flags(resumed)
     assert len(recwarn) == 1
 
 
 def test_ctrl_c_after_an_epoch_says_how_to_continue(image_folder, tmp_path, monkeypatch, capsys):
-    """Ctrl-C once an epoch is backed up: exit status 130 and the hint to add --resume; before that, the
-    interrupt goes on to cli.run_main ("interrupted"), and the empty output folder made for the run is removed."""
+    """Ctrl-C once an epoch is backed up: exit status 130 and the hint to add --resume; before that, 130 and
+    that there is nothing to resume, and the empty output folder made for the run is removed."""
     import train as train_script
 
     def interrupted(args, distribution, backed_up):
@@ -174,6 +182,6 @@ def test_ctrl_c_after_an_epoch_says_how_to_continue(image_folder, tmp_path, monk
     assert train_script.main(argv) == 130
     assert "the same command with --resume continues" in capsys.readouterr().err
     monkeypatch.setattr(train_script, "train", lambda args, distribution: interrupted(args, distribution, False))
-    with pytest.raises(KeyboardInterrupt):
-        train_script.main(list(map(str, train_args(image_folder, tmp_path / "fresh"))))
+    assert train_script.main(list(map(str, train_args(image_folder, tmp_path / "fresh")))) == 130
+    assert "before the first epoch ended: nothing to resume" in capsys.readouterr().err
     assert not (tmp_path / "fresh").exists()
