@@ -542,6 +542,11 @@ def write_atomically(path, write):
             os.remove(temporary)
 
 
+def write_json_atomically(path, data):
+    """`data` (JSON-able) as JSON text at `path`, atomically (write_atomically)."""
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(data)))
+
+
 def file_sha256(path):
     """Hex SHA-256 of the file's bytes, read 1 MiB at a time (a backup's weights and Adam state: 15 MB for the
     SRResNet, about 10 ms)."""
@@ -627,13 +632,14 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         self.run_flags = run_flags  # a dict written beside every backup as RUN_FLAGS_FILE (what train.py was given)
 
     def on_epoch_end(self, epoch, logs=None):
-        broken = {name: (logs or {}).get(name) for name in ("loss", "val_loss")}
-        broken = {name: value for name, value in broken.items() if value is not None and not math.isfinite(value)}
+        logs = logs or {}
+        broken = [f"{name} is {logs[name]}" for name in ("loss", "val_loss")
+                  if name in logs and not math.isfinite(logs[name])]
         if broken:
             # Weights whose loss or validation is NaN/inf are no state to resume from: the backup keeps the last
             # good epoch (where there is none, --resume says there is nothing to resume).
-            print(f"\nEpoch {epoch + 1}: {', '.join(f'{name} is {value}' for name, value in broken.items())}: not "
-                  f"backed up (--resume continues after the last epoch whose loss and val_loss were finite)")
+            print(f"\nEpoch {epoch + 1}: {', '.join(broken)}: not backed up (--resume continues after the last "
+                  f"epoch whose loss and val_loss were finite)")
             return
         written = self.checkpoint.written
         checkpoint = written[1] if written is not None and written[0] == epoch else None
@@ -655,10 +661,8 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
             save_weights_atomically(source, self._weights_path)  # (caches Keras' skipsets in the thread that saves)
         metadata = {"epoch": epoch + 1, "batch": 0, "weights_sha256": file_sha256(self._weights_path)}
         if self.run_flags is not None:  # (before the epoch count: a kill between them leaves the older count)
-            write_atomically(os.path.join(self.backup_dir, RUN_FLAGS_FILE),
-                             lambda temporary: Path(temporary).write_text(json.dumps(self.run_flags)))
-        write_atomically(self._training_metadata_path,
-                         lambda temporary: Path(temporary).write_text(json.dumps(metadata)))
+            write_json_atomically(os.path.join(self.backup_dir, RUN_FLAGS_FILE), self.run_flags)
+        write_json_atomically(self._training_metadata_path, metadata)
 
     def on_train_begin(self, logs=None):
         self.match_weights_to_epoch_count()
@@ -710,6 +714,15 @@ def backup_epoch(output_path):
         raise ValueError(f"{metadata} is damaged (no epoch count in it)") from None
 
 
+def backup_run_flags(output_path):
+    """The {flag: value} dict the backup of `output_path` recorded (EpochBackup's run_flags), or None where it
+    has none or cannot be read (a backup from before the flags were recorded)."""
+    try:
+        return json.loads(Path(str(output_path), BACKUP_FOLDER, RUN_FLAGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def backup_weights_path(output_path):
     """The weights file of the backup in `output_path` (Keras' BackupAndRestore names it)."""
     return os.path.join(str(output_path), BACKUP_FOLDER, "latest.weights.h5")
@@ -721,8 +734,8 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss,
     history, backup for --resume, NaN stop, and L0 annealing where `loss` (what compile() got) is an L0Loss.
 
     `run_flags` (a JSON-able dict) is written with every backup. `history` (per-epoch lists of the completed
-    epochs) continues an interrupted run; the backup is
-    written after the history, so a kill between the two leaves the history ahead, never behind. The three
+    epochs) continues an interrupted run; the backup is written after the history, so a kill between the two
+    leaves the history ahead, never behind. The three
     files of an epoch are written in that order by one EpochWriter, on a helper thread from a copy of the
     epoch's state while the next epoch trains (at once in data-parallel runs, `replicas` > 1).
     """

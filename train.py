@@ -11,7 +11,6 @@ epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
 import contextlib
-import json
 import math
 import pickle
 import shutil
@@ -300,10 +299,7 @@ def flag_text(name, value):
 
 def warn_of_changed_flags(args):
     """With --resume: one warning naming the RUN_FLAGS given other values than the run's (recorded) ones."""
-    try:
-        recorded = json.loads((Path(args.output_path) / models.BACKUP_FOLDER / models.RUN_FLAGS_FILE).read_text())
-    except (OSError, ValueError):
-        return  # a backup from before the flags were recorded
+    recorded = models.backup_run_flags(args.output_path) or {}
     changed = [f"{flag_text(name, getattr(args, name))} (the run: {flag_text(name, recorded[name])})"
                for name in RUN_FLAGS if name in recorded and recorded[name] != getattr(args, name)]
     if changed:
