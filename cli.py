@@ -2,16 +2,46 @@
 
 Bad user input ends a script with one line on stderr naming the flag or file
 and what is accepted, and exit status 2 (argparse's convention), never a
-traceback. Imports nothing heavy, so `noise_model.py` stays Keras-free.
+traceback. Imports nothing heavy, so `noise_model.py` stays Keras-free, and
+train.py and test_model.py build their parsers before Keras is imported.
 """
 import argparse
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
+
+# Choices and defaults of train.py's and test_model.py's flags, here so that their parsers need no Keras (which
+# takes seconds to import): --help and flag errors answer at once. model.py takes MODEL_NAMES and TILE_OVERLAP
+# from here; distribute.setup accepts the DISTRIBUTE_MODES.
+MODEL_NAMES = ("srresnet", "unet")
+DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
+TILE_OVERLAP = 64  # pixels shared by neighbouring tiles of tiled prediction (model.py says why 64)
+
+
+def default_workers():
+    """Worker threads that make batches while the model trains: one per core, 2 to 4.
+
+    Keras only runs a PyDataset in background threads when workers > 1.
+    """
+    return min(4, max(2, os.cpu_count() or 2))
+
+
+class LazyModule:
+    """Stands for module `name`, imported at the first use of one of its attributes, so that a script can name
+    Keras and the modules that use it at the top and still answer --help at once. Not put in sys.modules
+    (unlike importlib.util.LazyLoader): code that walks sys.modules, as inspect does while PyTorch is imported,
+    would import it there, in the middle of another import."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):  # only for attributes the proxy lacks: all but _name
+        return getattr(importlib.import_module(self._name), attribute)
 
 
 class UserError(Exception):

@@ -18,7 +18,6 @@ from typing import Callable, NamedTuple
 
 import keras
 
-MODES = ("none", "mirrored", "multiworker")
 
 
 class Distribution(NamedTuple):

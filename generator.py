@@ -21,11 +21,8 @@ import cv2
 import keras
 import numpy as np
 
-from images import read_image, to_channels
+from images import SIZE_MULTIPLE, read_image, to_channels
 
-# Height and width of validation images are cropped to a multiple of this
-# (the UNet pools four times by 2).
-SIZE_MULTIPLE = 16
 
 # Natural photos that scikit-image ships inside its package, used when no
 # --image_dir/--test_dir is given (grayscale ones are read as 3 channels).
@@ -335,9 +332,3 @@ def load_validation_data(images, val_noise_model, seed=0):
             for clean in cropped]
 
 
-def default_workers():
-    """Worker threads that make batches while the model trains: one per core, 2 to 4.
-
-    Keras only runs a PyDataset in background threads when workers > 1.
-    """
-    return min(4, max(2, os.cpu_count() or 2))

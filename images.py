@@ -9,6 +9,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+# Height and width of validation and test images are cropped or padded to a multiple of this (the UNet pools
+# four times by 2); test_model.py's --tile and --tile_overlap are multiples of it.
+SIZE_MULTIPLE = 16
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 

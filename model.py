@@ -20,7 +20,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-MODEL_NAMES = ("srresnet", "unet")
+from cli import MODEL_NAMES, TILE_OVERLAP
+
 
 # One set of conv arguments shared by every 3x3 convolution of the SRResNet.
 SRRESNET_CONV = dict(kernel_size=3, padding="same", kernel_initializer="he_normal")
@@ -864,7 +865,6 @@ def predict_padded(model, batch, multiple=PAD_MULTIPLE, replicas=1):
 # Tiled prediction: neighbouring tiles share TILE_OVERLAP pixels. Each tile ignores the outer part of the
 # shared band (its outputs there lack context: the SRResNet sees 35 pixels around a pixel) and the two
 # tiles cross-fade linearly over TILE_BLEND pixels in its middle, so seams neither show nor shift values.
-TILE_OVERLAP = 64
 TILE_BLEND = 16
 
 

@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 
 import cli
+import images
+from noise_model import SPEC_HELP, get_noise_model, noise_spec, parse_noise_specs
 
-cli.import_keras_quietly()
-import generator  # noqa: E402  (after the quiet Keras import)
-import images  # noqa: E402
-import model as models  # noqa: E402
-from noise_model import SPEC_HELP, get_noise_model, noise_spec, parse_noise_specs  # noqa: E402
+# Loaded when first used: get_args imports Keras (quietly) once the flags have parsed, so --help and flag errors
+# answer at once, not after seconds of imports.
+generator, models = map(cli.LazyModule, ("generator", "model"))
 
 
 # Trained weights shipped with the suite, by short name: result/weights/<name>.weights.h5
@@ -56,8 +56,8 @@ def multiple_of_16(text):
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0 or value % generator.SIZE_MULTIPLE:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive multiple of {generator.SIZE_MULTIPLE}, "
+    if value < 0 or value % images.SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive multiple of {images.SIZE_MULTIPLE}, "
                                          f"got {text!r}")
     return value
 
@@ -67,7 +67,7 @@ def get_args(argv=None):
                                             "original | noisy | denoised side by side.")
     parser.add_argument("--image_dir", type=cli.existing_dir, required=True,
                         help="test image folder (searched recursively)")
-    parser.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet",
+    parser.add_argument("--model", choices=cli.MODEL_NAMES, default="srresnet",
                         help="model architecture of the weights")
     parser.add_argument("--weight_file", type=weight_file, default=None,
                         help="trained weights: a train.py .weights.h5 checkpoint, an original Keras 2 .hdf5, or the "
@@ -84,7 +84,7 @@ def get_args(argv=None):
     parser.add_argument("--tile", type=multiple_of_16, default=0,
                         help="denoise in tiles of this many pixels square (a multiple of 16, e.g. 512) to bound the "
                              "memory of large photos; 0: the whole image at once")
-    parser.add_argument("--tile_overlap", type=multiple_of_16, default=models.TILE_OVERLAP,
+    parser.add_argument("--tile_overlap", type=multiple_of_16, default=cli.TILE_OVERLAP,
                         help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
                              "whole-image inference within rounding for the SRResNet)")
     parser.add_argument("--output_mode", choices=("triptych", "denoised"), default="triptych",
@@ -99,6 +99,7 @@ def get_args(argv=None):
         parser.error("argument --output_mode: 'denoised' writes image files: pass --output_dir FOLDER")
     if args.tile and args.tile <= args.tile_overlap:
         parser.error(f"argument --tile: must be larger than --tile_overlap ({args.tile_overlap}), got {args.tile}")
+    cli.import_keras_quietly()
     return args
 
 
@@ -115,7 +116,7 @@ def image_scores(reference, image):
                               image[np.newaxis].astype(np.float32))
 
 
-def denoise_one(model, image, noise, rng, tile=0, overlap=models.TILE_OVERLAP):
+def denoise_one(model, image, noise, rng, tile=0, overlap=cli.TILE_OVERLAP):
     """(original cropped to a multiple of 16, noisy, denoised), all HxWx3 uint8."""
     original = generator.crop_to_multiple(image)
     noisy = noise(original, rng)

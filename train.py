@@ -23,13 +23,12 @@ import numpy as np
 
 import cli
 import images
-
-cli.import_keras_quietly(start=False)  # main() starts the devices, after --distribute has configured them
-import distribute  # noqa: E402  (after the quiet Keras import)
-import generator  # noqa: E402
-import keras  # noqa: E402
-import model as models  # noqa: E402
 from noise_model import SPEC_HELP as NOISE_HELP, get_noise_model, noise_spec
+
+# Keras and the modules that use it are loaded when first used: get_args imports Keras (quietly) once the flags
+# have parsed, so --help and flag errors answer at once, not after seconds of imports. main() starts the devices
+# after --distribute has configured them.
+distribute, generator, keras, models = map(cli.LazyModule, ("distribute", "generator", "keras", "model"))
 
 
 def add_data_flags(parser):
@@ -67,7 +66,7 @@ def add_noise_flags(parser):
 def add_training_flags(parser):
     """The network, the schedule, the loss and where the run is written (a section of --help)."""
     group = parser.add_argument_group("training")
-    group.add_argument("--model", choices=models.MODEL_NAMES, default="srresnet", help="network architecture")
+    group.add_argument("--model", choices=cli.MODEL_NAMES, default="srresnet", help="network architecture")
     group.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
     group.add_argument("--steps", type=cli.positive_int, default=1000, help="batches per epoch")
     group.add_argument("--lr", type=cli.positive_float, default=0.01,
@@ -91,15 +90,15 @@ def add_training_flags(parser):
 def add_speed_flags(parser):
     """Flags that change how fast a run goes, not what it learns (a section of --help)."""
     group = parser.add_argument_group("speed and scale-out")
-    group.add_argument("--workers", type=cli.positive_int, default=generator.default_workers(),
+    group.add_argument("--workers", type=cli.positive_int, default=cli.default_workers(),
                        help="threads making training batches while the model trains (processes with "
                             "--use_multiprocessing)")
     group.add_argument("--use_multiprocessing", action="store_true",
                        help="make the training batches in --workers processes, forked once at the start, instead of "
                             "threads (the same batches): for a fast GPU, which threads sharing Python's GIL with "
-                            "Keras' loop cannot keep fed (on an H200 with 16 cores, 8 threads deliver a recipe batch "
-                            "only every 8.7 ms: benchmarks/RESULTS.md); costs the start-up of the processes. Needs "
-                            "os.fork: for Linux (macOS has it, but its system libraries are not fork-safe)")
+                            "Keras' loop cannot keep fed (the README recipe on an H200: 13.3 ms a step with 8 threads, "
+                            "8.9 ms with 8 processes: benchmarks/RESULTS.md); costs the start-up of the processes. "
+                            "Needs os.fork: for Linux (macOS has it, but its system libraries are not fork-safe)")
     group.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
                             "compiles the N steps into one loop (one round trip to the device); TensorFlow and JAX "
@@ -108,7 +107,7 @@ def add_speed_flags(parser):
     group.add_argument("--mixed_precision", action="store_true",
                        help="compute in bfloat16 (float16 with loss scaling on GPUs older than Ampere); weights, "
                             "outputs, loss and PSNR stay float32. About 2x faster on recent CPUs and GPUs")
-    group.add_argument("--distribute", choices=distribute.MODES, default="none",
+    group.add_argument("--distribute", choices=cli.DISTRIBUTE_MODES, default="none",
                        help="data-parallel training: none (one device); mirrored (every GPU of this machine, "
                             "TensorFlow or JAX); multiworker (several machines, TensorFlow, cluster from TF_CONFIG). "
                             "--batch_size stays per replica: one step trains batch_size x replicas patches")
@@ -119,6 +118,7 @@ def get_args(argv=None):
     for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
         add_flags(parser)
     args = parser.parse_args(argv)
+    cli.import_keras_quietly(start=False)
     if args.use_multiprocessing and not generator.can_fork():
         parser.error("argument --use_multiprocessing: needs os.fork (Linux), which this system lacks; "
                      "leave it out to make the batches in threads")
@@ -322,6 +322,15 @@ def start_devices(args):
     return distribution
 
 
+def gpu_feeding_tip(args):
+    """A one-line tip where a GPU is fed by batch-making threads, or None: on an H200 the README recipe took
+    13.3 ms a step so and 8.9 ms with 8 processes (benchmarks/RESULTS.md)."""
+    if args.use_multiprocessing or not generator.can_fork() or models.gpu_compute_capability() is None:
+        return None
+    return ("tip: on a GPU, --use_multiprocessing --workers 8 makes the batches in processes, which keep up with it "
+            "(threads share Python's GIL with the training loop; README: Speed)")
+
+
 @contextlib.contextmanager
 def worker_output(args, distribution):
     """The output folder of this process: --output_path for the chief; for another worker a temporary folder
@@ -342,6 +351,9 @@ def worker_output(args, distribution):
 def main(argv=None):
     args = get_args(argv)
     distribution = start_devices(args)
+    tip = gpu_feeding_tip(args)
+    if tip:
+        print(tip)
     output_path = args.output_path
     try:
         with cli.output_folder(output_path, "--output_path"), worker_output(args, distribution) as args.output_path:

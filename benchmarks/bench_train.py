@@ -140,7 +140,7 @@ def main():
     for model_name in args.models:
         data = generator.NoisyImageGenerator(cached, noise, noise, batch_size=args.batch_size,
                                              image_size=args.image_size, steps=args.steps, seed=0,
-                                             workers=generator.default_workers())
+                                             workers=cli.default_workers())
         batches = [data[index] for index in range(args.steps)]
         x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
         in_memory = timed_step(model_name, x, args.steps, y=y, batch_size=args.batch_size, shuffle=False)

@@ -6,9 +6,11 @@
 #     bash benchmarks/device_kit.sh stage        # .device/: Keras' wheels (Python 3.12) + the datasets, and sizes
 #     bash benchmarks/device_kit.sh light on     # move result/weights/ out of the tree while the device runs
 # There, in the repository root, with .device travelling along (the device tool: carry [".device"]):
-#     WAIT_S=500 bash benchmarks/device_kit.sh start --mixed_precision --zero_mean_targets --workers 8 \
+#     WAIT_S=565 bash benchmarks/device_kit.sh start --mixed_precision --zero_mean_targets --workers 8 \
 #         --use_multiprocessing
-#     bash benchmarks/device_kit.sh collect 300  # at once, in a second command: waits up to 300 s more
+#     bash benchmarks/device_kit.sh collect 200  # at once, in a second command: waits up to 200 s more
+# (2026-11-27 on an H200: start returned after epoch 58, collect after 56 s with everything; 667 s of device time
+# with the machine's start.)
 # (The device tool: run's timeout_s 600 for both; WAIT_S plus the bench below must end inside it. Send collect
 # within the 30 s the machine stays warm, with SECONDS = the device time left minus a minute.)
 # Here, afterwards:
@@ -16,8 +18,7 @@
 #
 # start installs the wheels (where Keras is missing), optionally times train.py's step with batches made
 # beforehand against its generator (BENCH_STEPS=N: benchmarks/bench_host.py --real_steps --real_network, 2 epochs
-# of N steps each, the first compiling; at N=500 an estimated 30-45 s a configuration on an H200, from the
-# recipe runs' first-epoch and step times; not yet run there), then starts
+# of N steps each, the first compiling; at N=300 the two configurations took 53 s together on an H200), then starts
 # benchmarks/gpu_recipe.sh detached (setsid, so that it outlives the command) with the flags given, and waits
 # up to WAIT_S seconds (default 480) for it to finish. start and collect copy what there is so far into $OUT:
 # summary.json (once finished), epoch_times.jsonl, gpu_recipe.out, progress.txt, run.tgz (the run's logs, history

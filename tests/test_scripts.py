@@ -2,12 +2,14 @@
 the denoising runs in subprocesses, the variants of train.py's flags in this process (conftest.run_main,
 the same main() without a new interpreter and TensorFlow import each)."""
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import DATASETS, LEGACY_CHECKPOINT, assert_one_line_error, require, run_main, run_script
+from conftest import DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, run_main, run_script
 from plot_history import load_history
 
 TINY = ["--nb_epochs", 2, "--steps", 3, "--batch_size", 4, "--image_size", 32]
@@ -265,6 +267,42 @@ def test_help_explains_every_flag(script):
     for name, entry in zip(names, entries):
         required = f" {name} " in usage and f"[{name} " not in usage
         assert ("(default:" in entry) != required and len(entry.split()) > 4, entry
+
+
+def test_train_suggests_processes_on_a_gpu_fed_by_threads(monkeypatch):
+    """On a GPU without --use_multiprocessing train.py suggests it (threads kept an H200 waiting); not with it,
+    and not on a CPU (this machine)."""
+    import model as models
+    import train
+
+    args = train.get_args(["--workers", "2"])
+    assert train.gpu_feeding_tip(args) is None  # no GPU here
+    monkeypatch.setattr(models, "gpu_compute_capability", lambda: (9, 0))
+    assert "--use_multiprocessing --workers 8" in train.gpu_feeding_tip(args)
+    assert train.gpu_feeding_tip(train.get_args(["--use_multiprocessing"])) is None
+
+
+# Runs a script as `python3 SCRIPT ARGS` does, then prints which of Keras' and TensorFlow's modules were loaded.
+LOADED_AFTER_SCRIPT = """
+import runpy, sys
+script, *sys.argv[1:] = sys.argv[1:]
+sys.argv[0] = script
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as end:
+    print("exit", end.code)
+print("loaded", sorted(name for name in ("keras.src", "tensorflow", "jax", "torch") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("script, args", [("train.py", ["--help"]), ("train.py", ["--steps", "0"]),
+                                          ("test_model.py", ["--help"]), ("test_model.py", ["--tile", "20"])])
+def test_help_and_flag_errors_answer_before_keras_is_imported(script, args):
+    """--help and a flag error need no Keras: the scripts import it (seconds) only once the flags have parsed."""
+    result = subprocess.run([sys.executable, "-c", LOADED_AFTER_SCRIPT, str(REPO / script), *args],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-2:] == ["exit " + ("0" if args == ["--help"] else "2"), "loaded []"], \
+        result.stdout + result.stderr
 
 
 def test_results_are_named_after_their_inputs_even_where_two_inputs_share_a_stem(tmp_path):
