@@ -384,12 +384,14 @@ def train(args, distribution):
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
                                           nan_advice=nan_advice(args),
-                                          history=history, replicas=distribution.replicas, run_flags=run_flags(args))
+                                          history=history, replicas=distribution.replicas, run_flags=run_flags(args),
+                                          progress_lines=None if sys.stdout.isatty() else args.steps)
     distribute.prepare_fit(model, distribution, train_data)
     replace_old_backup(args)
-    # A progress bar in a terminal; one line per epoch where the output goes to a file or pipe. No shuffle: the
-    # batches are random patches already, and Keras would shuffle their order with Python's unseeded `random`,
-    # so the same --seed would train on the same batches in a different order (different weights) every run.
+    # A progress bar in a terminal; where the output goes to a file or pipe, one line per epoch and one a minute
+    # within it (ProgressLines). No shuffle: the batches are random patches already, and Keras would shuffle
+    # their order with Python's unseeded `random`, so the same --seed would train on the same batches in a
+    # different order (different weights) every run.
     try:
         model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
                   shuffle=False)

@@ -122,11 +122,32 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
 def test_no_callback_makes_the_training_loop_wait_for_every_step(tmp_path):
     """Keras runs batch hooks on a helper thread (JAX, torch) only if every callback is async-safe or has none;
     otherwise it reads the loss back after every step and the accelerator idles while the host works."""
-    callbacks = models.training_callbacks(tmp_path, [], 4, 0.001, models.L0Loss())
+    callbacks = models.training_callbacks(tmp_path, [], 4, 0.001, models.L0Loss(), progress_lines=10)
+    assert isinstance(callbacks[-1], models.ProgressLines)
     hooks = ("on_batch_end", "on_train_batch_end")
     blocking = [type(c).__name__ for c in callbacks if not getattr(c, "async_safe", False)
                 and any(getattr(type(c), hook) is not getattr(keras.callbacks.Callback, hook) for hook in hooks)]
     assert not blocking, blocking
+
+
+def test_progress_lines_say_step_loss_and_time_left_once_per_interval(capsys):
+    """Where the output is no terminal: a line per interval within an epoch, with the step, the loss, the
+    seconds a step and the time left in the epoch; none sooner, and the clock starts again with each epoch."""
+    now = [100.0]
+    progress = models.ProgressLines(nb_epochs=3, steps=1000, interval_s=60, clock=lambda: now[0])
+    progress.on_epoch_begin(1)
+    for batch in range(40):  # 2 s a step: a line after the 30th step (60 s), none at the others
+        now[0] += 2.0
+        progress.on_train_batch_end(batch, {"loss": np.float32(812.25)})
+    assert capsys.readouterr().out.splitlines() == [
+        "epoch 2/3: step 30/1000, loss 812.2 (mean so far), 2.00 s a step, about 32 min left in this epoch"]
+    progress.on_epoch_begin(2)
+    now[0] += 59.0
+    progress.on_train_batch_end(0, {})
+    assert capsys.readouterr().out == ""  # 59 s into the new epoch
+    now[0] += 1.0
+    progress.on_train_batch_end(1, None)
+    assert capsys.readouterr().out == "epoch 3/3: step 2/1000, 30.00 s a step, about 8.3 h left in this epoch\n"
 
 
 def test_history_file_is_written_after_every_epoch(tmp_path):
