@@ -210,6 +210,11 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+def hide_retracing_advice(record):
+    """logging filter: False for TensorFlow's "tf.function retracing" advice."""
+    return "tf.function retracing" not in record.getMessage()
+
+
 def import_keras_quietly(start=True):
     """Import Keras and (with `start`) start its backend without TensorFlow's C++ start-up log lines.
 
@@ -228,7 +233,7 @@ def import_keras_quietly(start=True):
         # Images of different sizes are padded to a few bucket shapes, one traced graph each, on purpose
         # (benchmarks/RESULTS.md, validation section); TensorFlow's multi-line "N out of the last M calls ...
         # triggered tf.function retracing" advice about that would only puzzle users.
-        logging.getLogger("tensorflow").addFilter(lambda record: "tf.function retracing" not in record.getMessage())
+        logging.getLogger("tensorflow").addFilter(hide_retracing_advice)  # (added once: the same function)
     if start:
         start_backend_quietly()
 

@@ -19,7 +19,6 @@ from typing import Callable, NamedTuple
 import keras
 
 
-
 class Distribution(NamedTuple):
     """How this process takes part in training."""
 

@@ -330,5 +330,3 @@ def load_validation_data(images, val_noise_model, seed=0):
         raise NoImagesError(f"no validation image is at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels")
     return [(val_noise_model(clean, rng)[np.newaxis].astype(np.float32), clean[np.newaxis].astype(np.float32))
             for clean in cropped]
-
-

@@ -118,16 +118,16 @@ def get_args(argv=None):
     for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
         add_flags(parser)
     args = parser.parse_args(argv)
-    cli.import_keras_quietly(start=False)
+    if args.model == "unet" and args.image_size % images.SIZE_MULTIPLE:
+        parser.error(f"argument --image_size: unet needs a multiple of {images.SIZE_MULTIPLE}, "
+                     f"got {args.image_size}")
+    cli.import_keras_quietly(start=False)  # the checks below need it
     if args.use_multiprocessing and not generator.can_fork():
         parser.error("argument --use_multiprocessing: needs os.fork (Linux), which this system lacks; "
                      "leave it out to make the batches in threads")
     if args.steps_per_execution > 1 and keras.backend.backend() == "torch":
         parser.error("argument --steps_per_execution: Keras' PyTorch backend runs one step per call; leave it out "
                      "or use KERAS_BACKEND=tensorflow or jax")
-    if args.model == "unet" and args.image_size % generator.SIZE_MULTIPLE:
-        parser.error(f"argument --image_size: unet needs a multiple of {generator.SIZE_MULTIPLE}, "
-                     f"got {args.image_size}")
     return args
 
 
@@ -324,7 +324,7 @@ def start_devices(args):
 
 def gpu_feeding_tip(args):
     """A one-line tip where a GPU is fed by batch-making threads, or None: on an H200 the README recipe took
-    13.3 ms a step so and 8.9 ms with 8 processes (benchmarks/RESULTS.md)."""
+    13.3 ms a step with 8 threads and 8.9 ms with 8 processes (benchmarks/RESULTS.md)."""
     if args.use_multiprocessing or not generator.can_fork() or models.gpu_compute_capability() is None:
         return None
     return ("tip: on a GPU, --use_multiprocessing --workers 8 makes the batches in processes, which keep up with it "

@@ -9,8 +9,8 @@
 #     WAIT_S=565 bash benchmarks/device_kit.sh start --mixed_precision --zero_mean_targets --workers 8 \
 #         --use_multiprocessing
 #     bash benchmarks/device_kit.sh collect 200  # at once, in a second command: waits up to 200 s more
-# (2026-11-27 on an H200: start returned after epoch 58, collect after 56 s with everything; 667 s of device time
-# with the machine's start.)
+# (2026-11-27 on an H200, as the device tool reported: start returned after epoch 58, collect after 56 s with
+# everything; 667 s of device time held, the machine's start included.)
 # (The device tool: run's timeout_s 600 for both; WAIT_S plus the bench below must end inside it. Send collect
 # within the 30 s the machine stays warm, with SECONDS = the device time left minus a minute.)
 # Here, afterwards:
@@ -18,7 +18,8 @@
 #
 # start installs the wheels (where Keras is missing), optionally times train.py's step with batches made
 # beforehand against its generator (BENCH_STEPS=N: benchmarks/bench_host.py --real_steps --real_network, 2 epochs
-# of N steps each, the first compiling; at N=300 the two configurations took 53 s together on an H200), then starts
+# of N steps each, the first compiling; at N=300, run by hand after the recipe, the two configurations took a
+# command of 53 s together on an H200), then starts
 # benchmarks/gpu_recipe.sh detached (setsid, so that it outlives the command) with the flags given, and waits
 # up to WAIT_S seconds (default 480) for it to finish. start and collect copy what there is so far into $OUT:
 # summary.json (once finished), epoch_times.jsonl, gpu_recipe.out, progress.txt, run.tgz (the run's logs, history
