@@ -296,6 +296,7 @@ print("loaded", sorted(name for name in ("keras.src", "tensorflow", "jax", "torc
 
 
 @pytest.mark.parametrize("script, args", [("train.py", ["--help"]), ("train.py", ["--steps", "0"]),
+                                          ("train.py", ["--model", "unet", "--image_size", "40"]),
                                           ("test_model.py", ["--help"]), ("test_model.py", ["--tile", "20"])])
 def test_help_and_flag_errors_answer_before_keras_is_imported(script, args):
     """--help and a flag error need no Keras: the scripts import it (seconds) only once the flags have parsed."""
