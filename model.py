@@ -636,7 +636,7 @@ class ProgressLines(keras.callbacks.Callback):
     def __init__(self, nb_epochs, steps, interval_s=60.0, clock=time.monotonic):
         super().__init__()
         self.nb_epochs, self.steps, self.interval_s, self.clock = nb_epochs, steps, interval_s, clock
-        self.epoch, self.epoch_start, self.last_line = 0, clock(), clock()
+        self.on_epoch_begin(0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_start = epoch, self.clock()

@@ -126,7 +126,7 @@ def denoise_one(model, image, noise, rng, tile=0, overlap=cli.TILE_OVERLAP):
 def triptych_result(model, path, noise, rng, args):
     """(reference, noisy, denoised, picture to save) of the triptych mode, HxWxC uint8; None if unusable."""
     image = images.read_image(path)
-    if image is None or min(image.shape[:2]) < generator.SIZE_MULTIPLE:
+    if image is None or min(image.shape[:2]) < images.SIZE_MULTIPLE:
         return None
     image = images.to_channels(image, model.input_shape[-1])
     original, noisy, denoised = denoise_one(model, image, noise, rng, args.tile, args.tile_overlap)
@@ -139,7 +139,7 @@ def full_size_result(model, path, noise, rng, args):
     for the network, not cropped); None if unusable. 16-bit files go through the network without rounding. A gray
     model denoises a colour photo's luma, and the picture keeps the photo's colour (images.with_luma)."""
     source = images.read_image_file(path)
-    if source is None or min(source.pixels.shape[:2]) < generator.SIZE_MULTIPLE:
+    if source is None or min(source.pixels.shape[:2]) < images.SIZE_MULTIPLE:
         return None
     channels = model.input_shape[-1]
     reference = source.pixels if source.scale == 1 else source.pixels.astype(np.float32) / source.scale

@@ -156,7 +156,7 @@ def make_datasets(args, replicas=1):
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
                                args.image_size, "--image_size patch", args.channels, cache_bytes)
     val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
-                             generator.SIZE_MULTIPLE, "minimum validation size", args.channels)
+                             images.SIZE_MULTIPLE, "minimum validation size", args.channels)
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
     on_disk = sum(isinstance(image, generator.ImageOnDisk) for image in train_images)
     cache_note = f" ({on_disk} past --cache_mb {args.cache_mb:g} read from disk per patch)" if on_disk else ""
