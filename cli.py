@@ -8,40 +8,28 @@ train.py and test_model.py build their parsers before Keras is imported.
 import argparse
 import contextlib
 import errno
-import importlib
 import logging
+import multiprocessing
 import os
 import sys
 import warnings
 from pathlib import Path
 
-# Choices and defaults of train.py's and test_model.py's flags, here so that their parsers need no Keras (which
-# takes seconds to import): --help and flag errors answer at once. model.py takes MODEL_NAMES and TILE_OVERLAP
-# from here; distribute.setup accepts the DISTRIBUTE_MODES.
+# Choices of train.py's and test_model.py's flags, here so that their parsers need no Keras (seconds to import):
+# model.MODEL_NAMES and distribute.setup's modes, which tests/test_scripts.py checks these against.
 MODEL_NAMES = ("srresnet", "unet")
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
-TILE_OVERLAP = 64  # pixels shared by neighbouring tiles of tiled prediction (model.py says why 64)
 
 
 def default_workers():
-    """Worker threads that make batches while the model trains: one per core, 2 to 4.
-
-    Keras only runs a PyDataset in background threads when workers > 1.
-    """
+    """Worker threads that make batches while the model trains: one per core, 2 to 4 (Keras runs a PyDataset
+    in background threads only where workers > 1)."""
     return min(4, max(2, os.cpu_count() or 2))
 
 
-class LazyModule:
-    """Stands for module `name`, imported at the first use of one of its attributes, so that a script can name
-    Keras and the modules that use it at the top and still answer --help at once. Not put in sys.modules
-    (unlike importlib.util.LazyLoader): code that walks sys.modules, as inspect does while PyTorch is imported,
-    would import it there, in the middle of another import."""
-
-    def __init__(self, name):
-        self._name = name
-
-    def __getattr__(self, attribute):  # only for attributes the proxy lacks: all but _name
-        return getattr(importlib.import_module(self._name), attribute)
+def can_fork():
+    """Whether this system has os.fork, which batch-making processes need (Linux; not Windows)."""
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 class UserError(Exception):
@@ -146,6 +134,26 @@ def existing_file(text):
     return text
 
 
+# Trained weights shipped with the suite, taken by short name: result/weights/<name>.weights.h5
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "result" / "weights"
+
+
+def shipped_weights():
+    """{short name: path} of the weights in result/weights."""
+    return {path.name[: -len(".weights.h5")]: path for path in sorted(SHIPPED_WEIGHTS_DIR.glob("*.weights.h5"))}
+
+
+def weight_file(text):
+    """argparse type of --weight and --weight_file: an existing file, or the short name of shipped weights."""
+    if Path(text).is_file():
+        return Path(text)
+    shipped = shipped_weights()
+    if text in shipped:
+        return shipped[text]
+    names = ", ".join(shipped) or "none shipped"
+    raise argparse.ArgumentTypeError(f"{text}: no such file, and not the name of shipped weights ({names})")
+
+
 def image_output_file(text):
     """argparse type: a file name whose suffix OpenCV can encode (.png, .jpg, ...)."""
     import cv2
@@ -216,23 +224,17 @@ def hide_retracing_advice(record):
 
 
 def import_keras_quietly(start=True):
-    """Import Keras and (with `start`) start its backend without TensorFlow's C++ start-up log lines.
-
-    TensorFlow 2.21 writes them to stderr before its logging is configured,
-    so TF_CPP_MIN_LOG_LEVEL cannot hide them; they would bury one-line errors.
-    start=False leaves the devices uninitialised, for train.py: a multi-worker
-    strategy or virtual devices must be configured before the first operation
-    (then `start_backend_quietly` does it).
-    """
+    """Import Keras and (with `start`) start its backend without TensorFlow's C++ start-up lines, which it
+    writes before its logging is configured and which would bury one-line errors. start=False leaves the
+    devices to `start_backend_quietly` (train.py configures a distribution first)."""
     # 3: not even TensorFlow's C++ "errors", which here are notices (UNet's first step logs "oneDNN supports
     # DT_INT32 only on platforms with AVX-512. Falling back ..."); real failures raise Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import keras
     if keras.backend.backend() == "tensorflow":
-        # Images of different sizes are padded to a few bucket shapes, one traced graph each, on purpose
-        # (benchmarks/RESULTS.md, validation section); TensorFlow's multi-line "N out of the last M calls ...
-        # triggered tf.function retracing" advice about that would only puzzle users.
+        # Images of different sizes are padded to a few bucket shapes, one traced graph each, on purpose;
+        # TensorFlow's multi-line "tf.function retracing" advice about that would only puzzle users.
         logging.getLogger("tensorflow").addFilter(hide_retracing_advice)  # (added once: the same function)
     if start:
         start_backend_quietly()

@@ -95,14 +95,9 @@ def _jax_local():
 
 
 def prepare_fit(model, distribution, dataset):
-    """Make model.fit work under MultiWorkerMirroredStrategy; `dataset` is the training PyDataset.
-
-    Keras 3's TensorFlow trainer (3.15, keras-team/keras#20585, open) fails with several workers in two
-    places: fit() reduces its first distributed batch eagerly only to learn the input shapes, which the
-    collective strategy cannot do; and it averages the scalar logs of each step along an axis 0 they do
-    not have. So: build the compiled state from the shapes of the dataset's first batch here, and average the logs over
-    the replicas. Training itself (gradients, all-reduce, variables) stays Keras' and TensorFlow's.
-    """
+    """Make model.fit work under MultiWorkerMirroredStrategy (`dataset`: the training PyDataset). Keras'
+    TensorFlow trainer (keras-team/keras#20585) reduces its first batch eagerly to learn the input shapes and
+    averages scalar logs along an axis they lack: build from the first batch here, and average over replicas."""
     if not distribution.multiworker_tf:
         return
     import tensorflow as tf

@@ -21,7 +21,8 @@ import cv2
 import keras
 import numpy as np
 
-from images import SIZE_MULTIPLE, read_image, to_channels
+from cli import can_fork
+from images import SIZE_MULTIPLE, crop_to_multiple, read_image, to_channels
 
 
 # Natural photos that scikit-image ships inside its package, used when no
@@ -90,13 +91,9 @@ def no_images_message(count, skipped, min_size):
 
 
 def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
-    """Decode `paths` once into a list of HxWxC uint8 arrays (C = `channels`: 3 BGR, or 1 gray).
-
-    Unreadable files and images smaller than min_size x min_size are skipped
-    with one warning each; where none is left, NoImagesError sums up why.
-    With `cache_bytes`, images are kept in memory until their pixels would pass
-    that many bytes; the rest become ImageOnDisk (read again per patch).
-    """
+    """Decode `paths` once into HxWxC uint8 arrays (C = `channels`: 3 BGR, or 1 gray), skipping unreadable and
+    too small files with a warning each (NoImagesError where none is left). With `cache_bytes`, the images past
+    that many bytes become ImageOnDisk (read again per patch)."""
     images, skipped, cached = [], [], 0
     for path, image in decoded_images(paths):
         if image is None:
@@ -129,14 +126,9 @@ def random_patch(images, image_size, rng):
 
 def make_batch(images, source_noise_model, target_noise_model, batch_size, image_size, seed, epoch, index,
                out=None):
-    """Batch `index` of epoch `epoch`: (sources, targets), float32 0-255 of shape (batch_size, image_size,
-    image_size, channels), a function of its arguments alone (so any thread or process makes the same batch);
-    written into `out`, a (sources, targets) pair of such arrays, where given.
-
-    Three independent streams: which patches, the source noise and the target noise. So the patches and
-    their source noise do not depend on the target noise model: runs with clean, clipped or zero-mean
-    targets (same seed) see the very same inputs, and differ only by what they are asked to predict.
-    """
+    """Batch `index` of epoch `epoch`: (sources, targets), float32 0-255 (batch_size, image_size, image_size, C),
+    a function of its arguments alone (written into `out` where given). Patches, source noise and target noise
+    come from three streams, so runs that differ only by their targets see the very same inputs."""
     patch_rng, source_rng, target_rng = (np.random.default_rng(stream) for stream in
                                          np.random.SeedSequence([seed, epoch, index]).spawn(3))
     shape = (batch_size, image_size, image_size, images[0].shape[2])
@@ -151,14 +143,9 @@ def make_batch(images, source_noise_model, target_noise_model, batch_size, image
 def shared_batch_buffers(count, shape):
     """`count` (sources, targets) pairs of float32 arrays of `shape`, as one array (2, count, *shape) in an
     anonymous shared mapping: a process forked after this writes a batch into it and the parent reads it,
-    with no pickling (pickling the 1.5 MB of a recipe batch and its tuple took 2-3 ms here)."""
+    with no pickling."""
     memory = mmap.mmap(-1, 2 * count * math.prod(shape) * np.dtype(np.float32).itemsize)
     return np.frombuffer(memory, np.float32).reshape(2, count, *shape)
-
-
-def can_fork():
-    """Whether this system has os.fork, which BatchProcesses needs (Linux; not Windows)."""
-    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _serve_batches(connection, slot, batch_args, buffers):
@@ -186,14 +173,9 @@ def _serve_batches(connection, slot, batch_args, buffers):
 
 
 class BatchProcesses:
-    """`count` processes forked at once, each making batches into its own shared buffer when asked through
-    its pipe. One request and one answer of a few bytes each way per batch: no pool's helper threads and
-    no pickled arrays, so the parent, whose GIL Keras' training loop needs, spends little per batch.
-
-    The children inherit `batch_args` (copy-on-write: the images, the noise models; nothing is pickled)
-    and run NumPy and OpenCV only, never the backend, so the warning of JAX (and of Python 3.12+) about
-    forking a multithreaded process does not apply to them and is not shown.
-    """
+    """`count` forked processes, each making batches into its own shared buffer when asked through its pipe: a
+    few bytes each way per batch, no pickled arrays, so the parent's GIL stays with the training loop. They
+    inherit `batch_args` and run NumPy and OpenCV only, so the warnings about forking threads do not apply."""
 
     def __init__(self, count, batch_args, shape):
         if not can_fork():
@@ -264,18 +246,9 @@ class BatchProcesses:
 class NoisyImageGenerator(keras.utils.PyDataset):
     """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255.
 
-    One epoch is `steps` batches. Batch `index` made while the epoch counter is
-    `e` is drawn from generators seeded by (seed, e, index), so runs are
-    reproducible whatever the number or scheduling of worker threads. (Keras
-    peeks at a batch and advances the counter once before the first epoch, and
-    on JAX and PyTorch its worker queue carries batches made but not yet used
-    into the next epoch: both deterministic; tests/test_resume.py checks that a
-    resumed run equals an uninterrupted one on TensorFlow and JAX.)
-
-    With `processes` > 0 the batches are made in that many forked processes (the
-    same batches): Keras' `workers` threads then only wait for them, and the patch
-    and noise work no longer shares Python's GIL with the training loop (which a
-    fast GPU needs: benchmarks/RESULTS.md). close() ends the processes.
+    One epoch is `steps` batches; batch `index` of epoch `e` is drawn from generators seeded by (seed, e, index),
+    so runs are reproducible whatever the number or scheduling of workers. With `processes` > 0 the same batches
+    are made in forked processes, off the training loop's GIL (for a fast GPU); close() ends them.
     """
 
     def __init__(self, images, source_noise_model, target_noise_model, batch_size=16, image_size=64,
@@ -310,12 +283,6 @@ class NoisyImageGenerator(keras.utils.PyDataset):
         """End the batch-making processes, if any (after training; batches cannot be made any more)."""
         if self.processes is not None:
             self.processes.close()
-
-
-def crop_to_multiple(image, multiple=SIZE_MULTIPLE):
-    """Crop the bottom/right edges so height and width are multiples of `multiple`."""
-    height, width = image.shape[:2]
-    return image[: height - height % multiple, : width - width % multiple]
 
 
 def load_validation_data(images, val_noise_model, seed=0):

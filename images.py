@@ -37,13 +37,8 @@ def _file_bytes(path):
 
 
 def read_image(path):
-    """Read an image file as HxWx3 uint8 BGR, or None where it cannot be read or decoded, or is truncated.
-
-    OpenCV's IMREAD_COLOR turns grayscale and palette images into 3 channels,
-    drops alpha, scales 16-bit to 8-bit (keeps the high byte) and applies the EXIF
-    orientation. A zero-byte file, a PNG cut short (libpng refuses it) and a
-    JPEG cut short (caught by is_truncated_jpeg) all give None.
-    """
+    """An image file as HxWx3 uint8 BGR (gray and palette expanded, alpha dropped, 16 bits cut to 8, EXIF
+    orientation applied), or None where it cannot be read or decoded, is empty or is cut short."""
     data = _file_bytes(path)
     return None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
 
@@ -95,9 +90,11 @@ def encode_like(image_0_255, like):
     return np.dstack([pixels, like.alpha]) if like.alpha is not None else pixels
 
 
-def can_write(path):
-    """True where OpenCV has an encoder for the suffix of `path` (.png, .jpg, ...)."""
-    return cv2.haveImageWriter(str(path))
+def crop_to_multiple(image, multiple=SIZE_MULTIPLE):
+    """An HxWxC image with its bottom and right edges cropped so that height and width are multiples of
+    `multiple` (a view)."""
+    height, width = image.shape[:2]
+    return image[: height - height % multiple, : width - width % multiple]
 
 
 def write_image(path, image):

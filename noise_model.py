@@ -31,27 +31,27 @@ TEXT_MAX_STRINGS = 10_000
 TEXT_MAX_STALLED = 200
 PREVIEW_FILE = "noise_preview.png"
 
-# Standard-normal quantiles at the midpoints of 65,536 equal-probability bins, float32. Indexing them with
-# uniform 16-bit integers samples N(0, 1) by inverse transform, about twice as fast as numpy's ziggurat;
-# exact to 1/65,536 in probability (the tails beyond 4.3 sigma, p = 1.5e-5, fold into the last bins),
-# far below the rounding to 8 bits that follows.
-NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in range(65536)], np.float32)
+
+@functools.cache
+def normal_quantiles():
+    """Standard-normal quantiles at the midpoints of 65,536 equal-probability bins, float32: indexed by uniform
+    16-bit integers they sample N(0, 1) by inverse transform, exact to 1/65,536 in probability (the tails beyond
+    4.3 sigma fold into the last bins), far below the rounding to 8 bits that follows. Made at the first use."""
+    return np.array([NormalDist().inv_cdf((k + 0.5) / 65536) for k in range(65536)], np.float32)
+
+
 # Bit generators whose every raw word is 64 uniform bits (not MT19937: 32), which standard_normal cuts in four.
 BIT_GENERATORS_OF_64_BITS = (np.random.PCG64, np.random.PCG64DXSM, np.random.SFC64, np.random.Philox)
 
 
 def standard_normal(rng, shape):
-    """float32 N(0, 1) samples of `shape` (inverse transform through NORMAL_QUANTILES).
-
-    The 16-bit indices are the raw 64-bit words of `rng`'s bit generator cut in four (every bit of PCG64's
-    output is uniform): about half the time of rng.integers(dtype=uint16), which goes through bounded-integer
-    sampling per value; np.take gathers faster than fancy indexing (benchmarks/RESULTS.md).
-    """
+    """float32 N(0, 1) samples of `shape` by inverse transform through normal_quantiles(), indexed by 16-bit
+    numbers cut from the bit generator's raw 64-bit words (cheaper than rng.integers, which bounds each value)."""
     if not isinstance(rng.bit_generator, BIT_GENERATORS_OF_64_BITS):
         return rng.standard_normal(shape, dtype=np.float32)  # MT19937's raw words hold only 32 random bits
     size = math.prod(shape)
     indices = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
-    return np.take(NORMAL_QUANTILES, indices).reshape(shape)
+    return np.take(normal_quantiles(), indices).reshape(shape)
 
 
 def gaussian_noise(image, rng, min_stddev, max_stddev, zero_mean=False):
@@ -190,13 +190,9 @@ def parse_noise_specs(spec):
 
 
 def get_noise_model(spec="gaussian,0,50", zero_mean=False):
-    """Spec string -> `noise(image, rng=None)`; unknown names list the valid ones (ValueError).
-
-    A combined spec applies its parts left to right. zero_mean: additive noise
-    (gaussian, poisson) comes back as float32, unclipped and unrounded, so that
-    its mean is the clean image (for training targets); replacement and
-    dropout noise (text, impulse, bernoulli) and clean are the same either way.
-    """
+    """Spec string -> `noise(image, rng=None)`, a combination applied left to right; unknown names list the valid
+    ones (ValueError). zero_mean: gaussian and poisson noise come back as float32, unclipped and unrounded, so that
+    their mean is the clean image (for targets); the other noises are the same either way."""
     functions = []
     for name, values in parse_noise_specs(spec):
         model = NOISE_MODELS[name]

@@ -22,32 +22,13 @@ import numpy as np
 
 import cli
 import images
+from inference import TILE_OVERLAP, denoise, predict_images
 from noise_model import SPEC_HELP, get_noise_model, noise_spec, parse_noise_specs
 
-# Loaded when first used: get_args imports Keras (quietly) once the flags have parsed, so --help and flag errors
+DEFAULT_SHIPPED = "gaussian"  # the weights test_model.py denoises with where --weight_file is not given
+
+# model.py (Keras) is imported by the functions that use it, after the flags have parsed: --help and flag errors
 # answer at once, not after seconds of imports.
-generator, models = map(cli.LazyModule, ("generator", "model"))
-
-
-# Trained weights shipped with the suite, by short name: result/weights/<name>.weights.h5
-SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "result" / "weights"
-DEFAULT_SHIPPED = "gaussian"
-
-
-def shipped_weights():
-    """{short name: path} of the weights in result/weights."""
-    return {path.name[: -len(".weights.h5")]: path for path in sorted(SHIPPED_WEIGHTS_DIR.glob("*.weights.h5"))}
-
-
-def weight_file(text):
-    """argparse type of --weight_file: an existing file, or the short name of shipped weights."""
-    if Path(text).is_file():
-        return Path(text)
-    shipped = shipped_weights()
-    if text in shipped:
-        return shipped[text]
-    names = ", ".join(shipped) or "none shipped"
-    raise argparse.ArgumentTypeError(f"{text}: no such file, and not the name of shipped weights ({names})")
 
 
 def multiple_of_16(text):
@@ -69,9 +50,9 @@ def get_args(argv=None):
                         help="test image folder (searched recursively)")
     parser.add_argument("--model", choices=cli.MODEL_NAMES, default="srresnet",
                         help="model architecture of the weights")
-    parser.add_argument("--weight_file", type=weight_file, default=None,
+    parser.add_argument("--weight_file", type=cli.weight_file, default=None,
                         help="trained weights: a train.py .weights.h5 checkpoint, an original Keras 2 .hdf5, or the "
-                             f"name of weights shipped in result/weights ({', '.join(shipped_weights()) or 'none'}); "
+                             f"name of weights shipped in result/weights ({', '.join(cli.shipped_weights()) or 'none'}); "
                              f"if not given, the shipped {DEFAULT_SHIPPED!r} SRResNet")
     parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",
                         help=f"noise added to each test image, a {SPEC_HELP}; 'clean' denoises already-noisy "
@@ -84,7 +65,7 @@ def get_args(argv=None):
     parser.add_argument("--tile", type=multiple_of_16, default=0,
                         help="denoise in tiles of this many pixels square (a multiple of 16, e.g. 512) to bound the "
                              "memory of large photos; 0: the whole image at once")
-    parser.add_argument("--tile_overlap", type=multiple_of_16, default=cli.TILE_OVERLAP,
+    parser.add_argument("--tile_overlap", type=multiple_of_16, default=TILE_OVERLAP,
                         help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
                              "whole-image inference within rounding for the SRResNet)")
     parser.add_argument("--output_mode", choices=("triptych", "denoised"), default="triptych",
@@ -106,21 +87,18 @@ def get_args(argv=None):
 @functools.cache
 def image_scorer(channels):
     """One model.image_scorer per channel count for the whole run (it compiles once per image size)."""
+    import model as models
+
     return models.image_scorer(channels)
 
 
 def image_scores(reference, image):
     """(PSNR in dB, SSIM) of an HxWxC image against its reference, both on the 0-255 scale, through the one
     PSNR and SSIM of model.py (PSNR inf where they are equal)."""
+    import model as models
+
     return models.score_image(image_scorer(reference.shape[-1]), reference[np.newaxis].astype(np.float32),
                               image[np.newaxis].astype(np.float32))
-
-
-def denoise_one(model, image, noise, rng, tile=0, overlap=cli.TILE_OVERLAP):
-    """(original cropped to a multiple of 16, noisy, denoised), all HxWx3 uint8."""
-    original = generator.crop_to_multiple(image)
-    noisy = noise(original, rng)
-    return original, noisy, models.denoise(model, noisy, tile, overlap)
 
 
 def triptych_result(model, path, noise, rng, args):
@@ -128,8 +106,9 @@ def triptych_result(model, path, noise, rng, args):
     image = images.read_image(path)
     if image is None or min(image.shape[:2]) < images.SIZE_MULTIPLE:
         return None
-    image = images.to_channels(image, model.input_shape[-1])
-    original, noisy, denoised = denoise_one(model, image, noise, rng, args.tile, args.tile_overlap)
+    original = images.crop_to_multiple(images.to_channels(image, model.input_shape[-1]))
+    noisy = noise(original, rng)
+    denoised = denoise(model, noisy, args.tile, args.tile_overlap)
     return original, noisy, denoised, np.concatenate([original, noisy, denoised], axis=1)
 
 
@@ -145,7 +124,7 @@ def full_size_result(model, path, noise, rng, args):
     reference = source.pixels if source.scale == 1 else source.pixels.astype(np.float32) / source.scale
     reference = images.to_channels(reference, channels)
     noisy = noise(reference, rng).astype(np.float32)
-    output = models.predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap)[0]
+    output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap)[0]
     if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
         output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
     picture = images.encode_like(np.repeat(output, 3 // output.shape[2], axis=2), source)
@@ -208,11 +187,13 @@ def is_inside(folder, parent):
 
 def load_model(args):
     """The --model network with the --weight_file weights (the shipped default where none is given)."""
+    import model as models
+
     if args.weight_file is None:
-        if DEFAULT_SHIPPED not in shipped_weights():
+        if DEFAULT_SHIPPED not in cli.shipped_weights():
             raise cli.UserError(f"--weight_file: not given, and there are no shipped weights in "
-                                f"{SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
-        args.weight_file = shipped_weights()[DEFAULT_SHIPPED]
+                                f"{cli.SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
+        args.weight_file = cli.shipped_weights()[DEFAULT_SHIPPED]
         print(f"using the shipped {DEFAULT_SHIPPED} weights: {args.weight_file}")
     try:
         model = models.get_model(args.model, channels=models.channels_of_weights(args.weight_file))

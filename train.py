@@ -12,7 +12,6 @@ image, denoised by the best checkpoint).
 """
 import contextlib
 import math
-import pickle
 import shutil
 import sys
 import tempfile
@@ -23,12 +22,11 @@ import numpy as np
 
 import cli
 import images
+from inference import denoise
 from noise_model import SPEC_HELP as NOISE_HELP, get_noise_model, noise_spec
 
-# Keras and the modules that use it are loaded when first used: get_args imports Keras (quietly) once the flags
-# have parsed, so --help and flag errors answer at once, not after seconds of imports. main() starts the devices
-# after --distribute has configured them.
-distribute, generator, keras, models = map(cli.LazyModule, ("distribute", "generator", "keras", "model"))
+# Keras and the modules that use it (callbacks, distribute, generator, model) are imported by the functions that
+# use them, after the flags have parsed: --help and flag errors answer at once, not after seconds of imports.
 
 
 def add_data_flags(parser):
@@ -73,9 +71,10 @@ def add_training_flags(parser):
                        help="initial Adam learning rate; halved at 25 %%, 50 %% and 75 %% of the epochs")
     group.add_argument("--loss", choices=("mse", "mae", "l0"), default="mse",
                        help="loss: mse, mae, or l0 (annealed from L2 towards L0, for impulse noise)")
-    group.add_argument("--weight", type=cli.existing_file, default=None,
-                       help="start from these weights, e.g. to continue training "
-                            "(.weights.h5, or an original Keras 2 .hdf5)")
+    group.add_argument("--weight", type=cli.weight_file, default=None,
+                       help="start from these weights, e.g. to continue training or fine-tune: a .weights.h5, an "
+                            "original Keras 2 .hdf5, or the name of weights shipped in result/weights "
+                            f"({', '.join(cli.shipped_weights()) or 'none'})")
     group.add_argument("--output_path", default="checkpoints",
                        help="folder for checkpoints, history and plots (relative to the current directory)")
     group.add_argument("--seed", type=cli.seed, default=None,
@@ -96,8 +95,7 @@ def add_speed_flags(parser):
     group.add_argument("--use_multiprocessing", action="store_true",
                        help="make the training batches in --workers processes, forked once at the start, instead of "
                             "threads (the same batches): for a fast GPU, which threads sharing Python's GIL with "
-                            "Keras' loop cannot keep fed (the README recipe on an H200: 13.3 ms a step with 8 threads, "
-                            "8.9 ms with 8 processes: benchmarks/RESULTS.md); costs the start-up of the processes. "
+                            "Keras' loop cannot keep fed (docs/speed.md); costs the start-up of the processes. "
                             "Needs os.fork: for Linux (macOS has it, but its system libraries are not fork-safe)")
     group.add_argument("--steps_per_execution", type=cli.positive_int, default=1,
                        help="training steps per call of Keras' train function, for a fast GPU: TensorFlow "
@@ -121,30 +119,27 @@ def get_args(argv=None):
     if args.model == "unet" and args.image_size % images.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {images.SIZE_MULTIPLE}, "
                      f"got {args.image_size}")
-    cli.import_keras_quietly(start=False)  # the checks below need it
-    if args.use_multiprocessing and not generator.can_fork():
+    if args.use_multiprocessing and not cli.can_fork():
         parser.error("argument --use_multiprocessing: needs os.fork (Linux), which this system lacks; "
                      "leave it out to make the batches in threads")
+    cli.import_keras_quietly(start=False)  # once the flags are known good; the devices start in start_devices
+    import keras
+
     if args.steps_per_execution > 1 and keras.backend.backend() == "torch":
         parser.error("argument --steps_per_execution: Keras' PyTorch backend runs one step per call; leave it out "
                      "or use KERAS_BACKEND=tensorflow or jax")
     return args
 
 
-def image_paths(folder, bundled_names, flag):
-    """The image files of `folder`, or scikit-image's bundled photos when no folder is given."""
-    paths = images.list_images(folder) if folder else generator.bundled_photo_paths(bundled_names)
-    if not paths:
-        raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: no image files "
-                            f"({', '.join(images.IMAGE_SUFFIXES)}) in it")
-    return paths
-
-
 def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_bytes=None):
-    """Decoded images of `folder` (or of the bundled photos); problems are UserErrors naming `flag`."""
+    """Decoded images of `folder` (or of scikit-image's bundled photos); problems are UserErrors naming `flag`."""
+    import generator
+
     try:
-        return generator.load_images(image_paths(folder, bundled_names, flag), min_size=min_size, what=what,
-                                     channels=channels, cache_bytes=cache_bytes)
+        paths = images.list_images(folder) if folder else generator.bundled_photo_paths(bundled_names)
+        if not paths:
+            raise generator.NoImagesError(f"no image files ({', '.join(images.IMAGE_SUFFIXES)}) in it")
+        return generator.load_images(paths, min_size=min_size, what=what, channels=channels, cache_bytes=cache_bytes)
     except generator.NoImagesError as error:
         raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
 
@@ -152,6 +147,8 @@ def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_byt
 def make_datasets(args, replicas=1):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
     replicas x --batch_size patches (the global batch of a data-parallel step)."""
+    import generator
+
     cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 2**20)
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
                                args.image_size, "--image_size patch", args.channels, cache_bytes)
@@ -170,11 +167,12 @@ def make_datasets(args, replicas=1):
 
 
 def build_model(args, replicas=1):
-    """The compiled model and its loss (an L0Loss, whose gamma the callbacks anneal, for --loss l0).
+    """The compiled model and its loss (an L0Loss, whose gamma the callbacks anneal, for --loss l0). With
+    replicas > 1 on TensorFlow the batch normalisation is synchronised, so the replicas normalise over the
+    global batch as one device would (on JAX the step is one global computation anyway)."""
+    import keras
+    import model as models
 
-    With replicas > 1 on TensorFlow the batch normalisation is synchronised, so the replicas normalise
-    over the global batch as one device would (on JAX the step is one global computation anyway).
-    """
     if args.mixed_precision:
         print(f"mixed precision: {models.use_mixed_precision()}")
     synchronized = replicas > 1 and keras.backend.backend() == "tensorflow"
@@ -203,24 +201,20 @@ def best_checkpoint(output_path, history):
     return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
-def write_sample(model, val_data, path):
-    """Save original | noisy | denoised of the first validation image as a PNG."""
-    noisy, clean = (array[0].astype(np.uint8) for array in val_data[0])
-    images.write_image(path, np.concatenate([clean, noisy, models.denoise(model, noisy)], axis=1))
-
-
 def report(model, args, val_data, best):
-    """After training: denoise a validation sample with the best checkpoint and say where everything is.
+    """After training: write original | noisy | denoised of the first validation image, denoised by the best
+    checkpoint, and say where everything is. A data-parallel model is replaced by a plain one first: the chief
+    alone must not run the replicas."""
+    import model as models
 
-    A model trained data-parallel is replaced by a plain one first: the chief alone must not run the replicas.
-    """
     output_path = Path(args.output_path)
     if args.distribute != "none":
         model = models.get_model(args.model, channels=args.channels)
     if best is not None:
         model.load_weights(str(best))
         print(f"best checkpoint: {best}")
-    write_sample(model, val_data, output_path / "sample.png")
+    noisy, clean = (array[0].astype(np.uint8) for array in val_data[0])
+    images.write_image(output_path / "sample.png", np.concatenate([clean, noisy, denoise(model, noisy)], axis=1))
     print(f"history: {output_path / 'history.npz'}; sample (original | noisy | denoised): "
           f"{output_path / 'sample.png'}")
     print(f"plot the history with: python3 plot_history.py --input1 {output_path} --output_dir {output_path}")
@@ -229,43 +223,41 @@ def report(model, args, val_data, best):
               f"--image_dir YOUR_PHOTOS --output_dir denoised")
 
 
-def previous_history(args):
-    """With --resume: the history of the completed epochs (and their count); else ({}, 0)."""
+def interrupted_run(args):
+    """With --resume: the backup state of the run to continue (callbacks.read_backup); else None."""
+    import callbacks
+
     if not args.resume:
-        return {}, 0
+        return None
     try:
-        completed = models.backup_epoch(args.output_path)
+        state = callbacks.read_backup(args.output_path)
     except ValueError as error:
         raise cli.UserError(f"--resume: {error}; leave out --resume to start a new run there") from None
-    if completed is None:
+    if state is None:
         raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} (no completed "
-                            f"epoch in its {models.BACKUP_FOLDER}/ folder); leave out --resume to start one")
-    history_file = Path(args.output_path) / "history.npz"
+                            f"epoch in its {callbacks.BACKUP_FOLDER}/ folder); leave out --resume to start one")
+    return state
+
+
+def check_resumable(model, state, args):
+    """The backup's weights must fit the network the flags build (the same --model, --channels)."""
+    import model as models
+
     try:
-        history = np.load(history_file, allow_pickle=True)["history"].item() if history_file.is_file() else {}
-    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError):
-        raise cli.UserError(f"--resume: {history_file} is damaged; move it away to resume without "
-                            f"the history of the first {completed} epochs") from None
-    return {key: values[:completed] for key, values in history.items()}, completed
-
-
-def check_resumable(model, args):
-    """With --resume: the backup's weights must fit the network the flags build (the same --model, --channels)."""
-    weights = models.backup_weights_path(args.output_path)
-    if args.resume and Path(weights).is_file():
-        try:
-            mismatch = models.weights_mismatch(model, weights)
-        except ValueError as error:
-            raise cli.UserError(f"--resume: {weights}: {error}") from None
-        if mismatch:
-            raise cli.UserError(f"--resume: the run in {args.output_path} trained another network (its backup "
-                                f"{mismatch}); pass the flags it was started with")
+        mismatch = models.weights_mismatch(model, state["weights"])
+    except ValueError as error:
+        raise cli.UserError(f"--resume: {state['weights']}: {error}") from None
+    if mismatch:
+        raise cli.UserError(f"--resume: the run in {args.output_path} trained another network (its backup "
+                            f"{mismatch}); pass the flags it was started with")
 
 
 def replace_old_backup(args):
     """A new run (no --resume) in a folder holding an earlier run's backup: remove that backup once this run is
     about to train, not before, so that a mistake in the flags does not cost an interrupted run its backup."""
-    backup = Path(args.output_path) / models.BACKUP_FOLDER
+    import callbacks
+
+    backup = Path(args.output_path) / callbacks.BACKUP_FOLDER
     if not args.resume and backup.exists():
         print(f"a new run in {args.output_path}: replacing the backup of the earlier run there "
               f"(--resume continues a run)")
@@ -286,7 +278,7 @@ def nan_advice(args):
 
 
 def run_flags(args):
-    """{flag: value} of RUN_FLAGS, which every backup of the run records (models.RUN_FLAGS_FILE)."""
+    """{flag: value} of RUN_FLAGS, which every backup of the run records."""
     return {name: getattr(args, name) for name in RUN_FLAGS}
 
 
@@ -297,9 +289,13 @@ def flag_text(name, value):
     return f"--{name}" if value is True else f"--{name} {value}"
 
 
-def warn_of_changed_flags(args):
-    """With --resume: one warning naming the RUN_FLAGS given other values than the run's (recorded) ones."""
-    recorded = models.backup_run_flags(args.output_path) or {}
+def announce_resume(args, state):
+    """Say which epoch the run continues after, and warn of RUN_FLAGS given other values than the run's."""
+    completed = state["epoch"]
+    print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}" if completed < args.nb_epochs
+          else f"{args.output_path}: the run has finished its {completed} epochs; nothing to train (a larger "
+               f"--nb_epochs continues it)")
+    recorded = state.get("flags", {})
     changed = [f"{flag_text(name, getattr(args, name))} (the run: {flag_text(name, recorded[name])})"
                for name in RUN_FLAGS if name in recorded and recorded[name] != getattr(args, name)]
     if changed:
@@ -309,6 +305,8 @@ def warn_of_changed_flags(args):
 
 def start_devices(args):
     """Configure --distribute and start the backend (once per process); returns the Distribution."""
+    import distribute
+
     try:
         distribution = cli.start_backend_quietly(lambda: distribute.setup(args.distribute))
     except ValueError as error:
@@ -323,29 +321,46 @@ def start_devices(args):
 
 
 def gpu_feeding_tip(args):
-    """A one-line tip where a GPU is fed by batch-making threads, or None: on an H200 the README recipe took
-    13.3 ms a step with 8 threads and 8.9 ms with 8 processes (benchmarks/RESULTS.md)."""
-    if args.use_multiprocessing or not generator.can_fork() or models.gpu_compute_capability() is None:
+    """A one-line tip where a GPU is fed by batch-making threads, which share Python's GIL with the training
+    loop and leave a fast GPU waiting; else None."""
+    import model as models
+
+    if args.use_multiprocessing or not cli.can_fork() or models.gpu_compute_capability() is None:
         return None
     return ("tip: on a GPU, --use_multiprocessing --workers 8 makes the batches in processes, which keep up with it "
-            "(threads share Python's GIL with the training loop; README: Speed)")
+            "(threads share Python's GIL with the training loop; docs/speed.md)")
 
 
 @contextlib.contextmanager
 def worker_output(args, distribution):
     """The output folder of this process: --output_path for the chief; for another worker a temporary folder
     (deleted at the end) holding a copy of the chief's backup, so that --resume restores the same epoch."""
+    import callbacks
+
     if distribution.worker == 0:
         yield args.output_path
         return
     folder = tempfile.mkdtemp(prefix=f"n2n-worker{distribution.worker}-")
-    backup = Path(args.output_path) / models.BACKUP_FOLDER
+    backup = Path(args.output_path) / callbacks.BACKUP_FOLDER
     if args.resume and backup.is_dir():
-        shutil.copytree(backup, Path(folder) / models.BACKUP_FOLDER)
+        shutil.copytree(backup, Path(folder) / callbacks.BACKUP_FOLDER)
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def say_how_to_continue(output_path):
+    """After Ctrl-C: whether there is a completed epoch to --resume from."""
+    import callbacks
+
+    backup = Path(output_path) / callbacks.BACKUP_FOLDER
+    if (backup / callbacks.STATE_FILE).is_file():
+        print(f"interrupted: the same command with --resume continues from the last completed epoch "
+              f"(backed up in {backup})", file=sys.stderr)
+    else:
+        print("interrupted before the first epoch ended: nothing to resume; run the command again to start over",
+              file=sys.stderr)
 
 
 def main(argv=None):
@@ -359,33 +374,30 @@ def main(argv=None):
         with cli.output_folder(output_path, "--output_path"), worker_output(args, distribution) as args.output_path:
             return train(args, distribution)
     except KeyboardInterrupt:
-        if Path(models.backup_weights_path(output_path)).is_file():
-            print(f"interrupted: the same command with --resume continues from the last completed epoch "
-                  f"(backed up in {Path(output_path) / models.BACKUP_FOLDER})", file=sys.stderr)
-        else:
-            print("interrupted before the first epoch ended: nothing to resume; run the command again to start over",
-                  file=sys.stderr)
+        say_how_to_continue(output_path)
         return 130
 
 
 def train(args, distribution):
-    history, completed = previous_history(args)
+    import callbacks
+    import distribute
+    import keras
+
+    state = interrupted_run(args)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)  # the initial weights (Python's, NumPy's and the backend's seeds)
     with distribution.scope():
         model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
-    check_resumable(model, args)
-    if args.resume:
-        print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}" if completed < args.nb_epochs
-              else f"{args.output_path}: the run has finished its {completed} epochs; nothing to train (a larger "
-                   f"--nb_epochs continues it)")
-        warn_of_changed_flags(args)
+    if state is not None:
+        check_resumable(model, state, args)
+        announce_resume(args, state)
     train_data, val_data = make_datasets(args, distribution.replicas)
+    completed = state["epoch"] if state else 0
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
-    callbacks = models.training_callbacks(args.output_path, val_data, args.nb_epochs, args.lr, loss,
-                                          nan_advice=nan_advice(args),
-                                          history=history, replicas=distribution.replicas, run_flags=run_flags(args),
-                                          progress_lines=None if sys.stdout.isatty() else args.steps)
+    run_callbacks = callbacks.training_callbacks(
+        args.output_path, val_data, args.nb_epochs, args.lr, loss, nan_advice=nan_advice(args), resume_from=state,
+        replicas=distribution.replicas, run_flags=run_flags(args),
+        progress_lines=None if sys.stdout.isatty() else args.steps)
     distribute.prepare_fit(model, distribution, train_data)
     replace_old_backup(args)
     # A progress bar in a terminal; where the output goes to a file or pipe, one line per epoch and one a minute
@@ -393,15 +405,15 @@ def train(args, distribution):
     # their order with Python's unseeded `random`, so the same --seed would train on the same batches in a
     # different order (different weights) every run.
     try:
-        model.fit(train_data, epochs=args.nb_epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
-                  shuffle=False)
+        model.fit(train_data, epochs=args.nb_epochs, initial_epoch=completed, callbacks=run_callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
     finally:
         train_data.close()  # the batch-making processes of --use_multiprocessing
     distribute.finish(distribution)
-    if any(isinstance(c, models.StopOnNaN) and c.stopped_at is not None for c in callbacks):
+    if any(isinstance(c, callbacks.StopOnNaN) and c.stopped_at is not None for c in run_callbacks):
         return 1  # StopOnNaN said why and what to change
     if distribution.worker == 0:
-        history = next(c.history for c in callbacks if isinstance(c, models.HistorySaver))
+        history = next(c.history for c in run_callbacks if isinstance(c, callbacks.HistorySaver))
         report(model, args, val_data, best_checkpoint(args.output_path, history))
     return 0
 

@@ -1,39 +1,34 @@
-"""Training step time of each Keras backend on this machine, in one run: bench_train.py under every backend.
-
-    python3 benchmarks/bench_backends.py [--backends tensorflow jax torch] [--models srresnet] [--steps 10]
-
-Runs benchmarks/bench_train.py once per backend (KERAS_BACKEND set, same flags, one after the other) and
-prints its JSON lines, then one line per (model, feed) with each backend's step time relative to the first
-backend's. Backends whose package is missing are reported and skipped.
-"""
-import argparse
+"""Training step time of each Keras backend on this machine: bench_train.py (its lines passed on) once per backend
+with the same flags, then each backend's step time relative to the first's per model and feed, to pick a backend.
+Backends whose package is missing are reported and skipped."""
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
+import common
+
 BENCH_TRAIN = Path(__file__).resolve().parent / "bench_train.py"
-BACKENDS = ("tensorflow", "jax", "torch")  # each imports as its backend name
 
 
 def get_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+    parser = common.get_parser(__doc__)
+    parser.add_argument("--backends", nargs="+", choices=common.BACKENDS, default=list(common.BACKENDS),
                         help="Keras backends to time; ratios are relative to the first")
-    parser.add_argument("--models", nargs="+", default=["srresnet"], help="models to time (bench_train.py)")
-    parser.add_argument("--steps", type=int, default=10, help="batches of the timed epoch (bench_train.py)")
+    common.add_data_flags(parser, test=None)
+    common.add_models_flag(parser, ["srresnet"])
+    common.add_steps_flag(parser, 10, "batches of the timed epoch")
+    common.add_patch_flags(parser)
     return parser.parse_args()
 
 
 def run_bench_train(backend, args):
     """bench_train.py's JSON lines under `backend`, as dicts."""
-    command = [sys.executable, str(BENCH_TRAIN), "--models", *args.models, "--steps", str(args.steps)]
-    result = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True,
-                            check=True)
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    command = [sys.executable, str(BENCH_TRAIN), "--backend", backend, "--image_dir", args.image_dir,
+               "--models", *args.models, "--steps", str(args.steps), "--batch_size", str(args.batch_size),
+               "--image_size", str(args.image_size)]
+    stdout, _ = common.run(command)
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def main():
@@ -41,16 +36,16 @@ def main():
     seconds = {}  # (model, feed) -> {backend: seconds per step}
     for backend in args.backends:
         if importlib.util.find_spec(backend) is None:
-            print(json.dumps(dict(bench="backend_step", backend=backend, skipped=f"{backend} not installed")))
+            common.emit("backend_step", backend=backend, skipped=f"{backend} not installed")
             continue
         for record in run_bench_train(backend, args):
-            print(json.dumps(record), flush=True)
+            common.emit(**record)
             seconds.setdefault((record["model"], record["feed"]), {})[backend] = record["seconds"]
     for (model, feed), times in seconds.items():
         first = times.get(args.backends[0])
         ratios = {backend: round(value / first, 3) for backend, value in times.items()} if first else {}
-        print(json.dumps(dict(bench="backend_step_ratio", model=model, feed=feed, relative_to=args.backends[0],
-                              ratios=ratios, seconds=times)), flush=True)
+        common.emit("backend_step_ratio", model=model, feed=feed, relative_to=args.backends[0], ratios=ratios,
+                    seconds=times)
     return 0
 
 

@@ -1,19 +1,7 @@
-"""Training-patch throughput: the suite's generator against the original's approach, in one run.
-
-    python3 benchmarks/bench_generator.py [--image_dir ../shared/datasets/train291] [--seconds 5]
-
-Prints one JSON line per measurement: patch pairs (source, target) per second
-on one thread, batch 16 of 64x64, for every noise model; then the original's
-approach for the same noise models, which the benchmark implements as the
-original generator worked (re-read a random file for every patch, then add
-noise to that one patch in float64), and the ratios. First, the seconds to decode
-the images (train.py's start), on one thread and on generator.decoded_images' threads. Last, the GPU
-recipe's batches made by N worker threads against N forked processes (train.py --use_multiprocessing), for
-each N of --workers: batches per second and this process's CPU time per batch.
-"""
-import argparse
+"""Training-patch throughput: train.py's generator against the original's approach (a file read and a float64
+noise draw per patch) for every noise model, the images' decoding on one thread and on several, and the GPU
+recipe's batches made by worker threads against forked processes, to show where the feed's time goes."""
 import collections
-import json
 import os
 import platform
 import random
@@ -21,15 +9,14 @@ import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import cli  # noqa: E402
+import common
 
-cli.import_keras_quietly()
+common.import_keras()  # generator.py's PyDataset is Keras'
+import cli  # noqa: E402
 import generator  # noqa: E402
 import images  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
@@ -80,14 +67,11 @@ def original_gaussian(min_stddev, max_stddev):
 
 
 def get_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/train291"),
-                        help="training images")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
-    parser.add_argument("--batch_size", type=int, default=16, help="patches per batch")
-    parser.add_argument("--image_size", type=int, default=64, help="patch size")
-    parser.add_argument("--workers", type=int, nargs="*", default=sorted({1, os.cpu_count() or 1}),
+    parser = common.get_parser(__doc__)
+    common.add_data_flags(parser, test=None)
+    common.add_patch_flags(parser)
+    parser.add_argument("--seconds", type=cli.positive_float, default=5.0, help="measuring time per case")
+    parser.add_argument("--workers", type=cli.positive_int, nargs="*", default=sorted({1, os.cpu_count() or 1}),
                         help="worker counts for the threads-against-processes lines (the GPU recipe's batch)")
     return parser.parse_args()
 
@@ -104,18 +88,15 @@ def time_decoding(paths, rounds=3):
                 pass
             seconds[name].append(time.perf_counter() - start)
     best = {name: min(values) for name, values in seconds.items()}
-    print(json.dumps(dict(bench="decode_images", images=len(paths), seconds={k: round(v, 3) for k, v in best.items()},
-                          speedup=round(best["one_thread"] / best["default_threads"], 2),
-                          cores=os.cpu_count())), flush=True)
+    common.emit("decode_images", images=len(paths), seconds={k: round(v, 3) for k, v in best.items()},
+                speedup=round(best["one_thread"] / best["default_threads"], 2), cores=os.cpu_count())
 
 
 def time_workers(cached, workers, seconds, queue_size=10):
-    """One JSON line per worker count and kind: the GPU recipe's batches (8 pairs of 128x128, gaussian sources,
-    zero-mean targets) made by `workers` threads (train.py --workers N) or by as many forked processes
-    (--use_multiprocessing), asked for as Keras' PyDataset does: `queue_size` batches requested ahead from a pool
-    of `workers` threads, each taken in order, dropped and replaced by a new request. Prints batches per second,
-    and the CPU milliseconds and minor page faults per batch of this process (whose GIL Keras' loop needs)."""
-    kinds = {"threads": 0, "processes": workers}
+    """JSON lines: the recipe's batches (8 of 128x128, zero-mean targets) made by `workers` threads or processes,
+    asked for as Keras' PyDataset does (`queue_size` ahead); batches a second, and this process's CPU ms and page
+    faults a batch (its GIL is the training loop's)."""
+    kinds = {"threads": 0, "processes": workers} if cli.can_fork() else {"threads": 0}
     makers = {kind: generator.NoisyImageGenerator(cached, get_noise_model("gaussian,0,50"),
                                                   get_noise_model("gaussian,0,50", zero_mean=True), batch_size=8,
                                                   image_size=128, steps=10**9, seed=0, processes=processes)
@@ -136,11 +117,9 @@ def time_workers(cached, workers, seconds, queue_size=10):
             for request in requested:
                 request.result()
         data.close()
-        print(json.dumps(dict(bench="recipe_batches", made_in=kind, workers=workers,
-                              batches_per_s=round(batches / wall),
-                              parent_cpu_ms_per_batch=round(1e3 * cpu / batches, 2),
-                              parent_minor_faults_per_batch=round(faults / batches),
-                              cores=os.cpu_count())), flush=True)
+        common.emit("recipe_batches", made_in=kind, workers=workers, batches_per_s=round(batches / wall),
+                    parent_cpu_ms_per_batch=round(1e3 * cpu / batches, 2),
+                    parent_minor_faults_per_batch=round(faults / batches), cores=os.cpu_count())
 
 
 def minor_faults():
@@ -155,7 +134,7 @@ def main():
         sys.exit(f"bench_generator.py: error: --image_dir {args.image_dir}: no images")
     time_decoding(paths)
     cached = generator.load_images(paths, min_size=args.image_size)
-    common = dict(batch_size=args.batch_size, image_size=args.image_size, machine=platform.processor() or
+    shared = dict(batch_size=args.batch_size, image_size=args.image_size, machine=platform.processor() or
                   platform.machine(), images=len(cached))
     suite = {}
     for spec in SPECS:
@@ -163,15 +142,14 @@ def main():
         data = generator.NoisyImageGenerator(cached, noise, noise, batch_size=args.batch_size,
                                              image_size=args.image_size, steps=10**9, seed=0)
         suite[spec] = pairs_per_second(data.__getitem__, args.batch_size, args.seconds)
-        print(json.dumps(dict(bench="generator", approach="suite", noise=spec, pairs_per_s=round(suite[spec]),
-                              **common)))
+        common.emit("generator", approach="suite", noise=spec, pairs_per_s=round(suite[spec]), **shared)
     originals = {"gaussian,0,50": original_gaussian(0, 50), "impulse,0,95": get_noise_model("impulse,0,95"),
                  "text,0,50": get_noise_model("text,0,50"), "clean": None}
     for spec, noise in originals.items():
         rate = pairs_per_second(original_batch_maker(paths, noise, args.batch_size, args.image_size),
                                 args.batch_size, args.seconds)
-        print(json.dumps(dict(bench="generator", approach="original", noise=spec, pairs_per_s=round(rate),
-                              suite_speedup=round(suite[spec] / rate, 1), **common)))
+        common.emit("generator", approach="original", noise=spec, pairs_per_s=round(rate),
+                    suite_speedup=round(suite[spec] / rate, 1), **shared)
     recipe_sized = [image for image in cached if min(image.shape[:2]) >= 128]
     for workers in args.workers:
         time_workers(recipe_sized, workers, args.seconds)

@@ -1,68 +1,49 @@
-"""train.py in float32 against train.py --mixed_precision: time per step and validation PSNR at equal budget.
-
-    python3 benchmarks/bench_mixed_precision.py [--nb_epochs 3] [--steps 50]
-
-Runs the real train.py twice, one after the other, with the same seed, data and
-flags (SRResNet, batch 16 of 64x64, gaussian,0,50 noisy targets, lr 0.005,
-train291 -> Set5 by default), and reads the per-epoch lines it prints when its
-output is not a terminal. Time per step counts training and the epoch's
-validation together and leaves out the first epoch (graph tracing). Prints one
-JSON line per run and one with the ratios.
-"""
-import argparse
-import json
+"""train.py in float32 against train.py --mixed_precision at an equal budget (same seed, data and flags, gaussian
+noisy targets): milliseconds a step (training and validation, the first epoch left out) and validation PSNR,
+to show what 16-bit compute gains and costs."""
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
+import common
 
 
 def get_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--image_dir", default=str(DATASETS / "train291"), help="training images")
-    parser.add_argument("--test_dir", default=str(DATASETS / "Set5"), help="validation images")
-    parser.add_argument("--nb_epochs", type=int, default=3, help="epochs per run (the first is not timed)")
-    parser.add_argument("--steps", type=int, default=50, help="batches per epoch")
+    parser = common.get_parser(__doc__)
+    common.add_data_flags(parser, test="Set5")
+    common.add_train_py_flags(parser, nb_epochs=3, steps=50,
+                              epochs_help="epochs per run (the first compiles and is not timed)", timed=True)
     return parser.parse_args()
 
 
-def train(args, output, *extra):
-    """Run train.py; returns (per-epoch ms per step, val_PSNR history, wall seconds)."""
-    command = [sys.executable, str(REPO / "train.py"), "--image_dir", args.image_dir, "--test_dir", args.test_dir,
-               "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--batch_size", "16",
-               "--image_size", "64", "--lr", "0.005", "--seed", "0", "--output_path", str(output), *extra]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - start
+def train(args, output, *flags):
+    """Run train.py; returns (per-epoch ms per step, val_PSNR history, wall seconds, dtype policy)."""
+    stdout, wall = common.run_train_py(args, args.test_dir, output, *flags)
     # Epoch lines read "50/50 - 203s - 4s/step - ...": whole seconds per epoch are precise to 1 %, per step not.
-    epoch_seconds = re.findall(r" - (\d+)s - [\d.]+\w*/step - ", result.stdout)
-    epochs = [1000.0 * float(seconds) / args.steps for seconds in epoch_seconds]
+    epochs = [1000.0 * float(seconds) / args.steps for seconds in re.findall(r" - (\d+)s - [\d.]+\w*/step - ", stdout)]
     history = np.load(Path(output) / "history.npz", allow_pickle=True)["history"].item()
-    return epochs, history["val_PSNR"], wall
+    policy = re.search(r"^mixed precision: (\S+)", stdout, re.MULTILINE)
+    return epochs, history["val_PSNR"], wall, policy.group(1) if policy else "float32"
 
 
 def main():
     args = get_args()
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, extra in (("float32", ()), ("mixed_bfloat16", ("--mixed_precision",))):
-            epochs, val_psnr, wall = train(args, Path(folder) / name, *extra)
-            runs[name] = {"run": name, "ms_per_step": round(float(np.mean(epochs[1:])), 1),
-                          "epoch_ms_per_step": epochs, "val_PSNR": [round(v, 3) for v in val_psnr],
-                          "wall_s": round(wall, 1), "steps": args.nb_epochs * args.steps}
-            print(json.dumps(runs[name]), flush=True)
-    print(json.dumps({"speed_up": round(runs["float32"]["ms_per_step"] / runs["mixed_bfloat16"]["ms_per_step"], 2),
-                      "val_PSNR_difference_db": round(runs["mixed_bfloat16"]["val_PSNR"][-1]
-                                                      - runs["float32"]["val_PSNR"][-1], 3)}))
+        for name, flags in (("float32", ()), ("mixed", ("--mixed_precision",))):
+            epochs, val_psnr, wall, policy = train(args, Path(folder) / name, *flags)
+            runs[name] = dict(run=name, policy=policy, ms_per_step=round(float(np.mean(epochs[1:])), 1),
+                              epoch_ms_per_step=epochs, val_PSNR=[round(v, 3) for v in val_psnr],
+                              wall_s=round(wall, 1), steps=args.nb_epochs * args.steps)
+            common.emit("mixed_precision_run", **runs[name])
+    float32, mixed = runs["float32"], runs["mixed"]
+    common.emit("mixed_precision_ratio", speed_up=round(float32["ms_per_step"] / mixed["ms_per_step"], 2),
+                val_PSNR_difference_db=round(mixed["val_PSNR"][-1] - float32["val_PSNR"][-1], 3))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,60 +1,111 @@
 #!/usr/bin/env bash
-# The original README's full recipe on one GPU, timed end to end, with the GPU's utilization sampled
-# every second by nvidia-smi (where there is one):
+# The original README's full recipe on one GPU, timed end to end: needs no network, only this repository, its
+# Python requirements and the data.
+#
 #     KERAS_BACKEND=jax bash benchmarks/gpu_recipe.sh DATA_DIR RUN_DIR [more train.py flags]
-# e.g. --mixed_precision --zero_mean_targets --workers 8 --use_multiprocessing (the next run to time).
-# DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation); flags given after RUN_DIR override
-# the recipe's (e.g. --mixed_precision, or --nb_epochs 1 --steps 5 for a dry run). RUN_DIR receives train.py's
-# checkpoints and history.npz, train.log, epoch_times.jsonl (each epoch's steps and end-of-epoch seconds, in all
-# and per callback, from benchmarks/timed_train.py), gpu_utilization.csv (time, GPU %, MiB), test_set14.log and
-# test_set5.log (test_model.py on the best checkpoint, seed 0), summary.json and, last, EXIT (the exit status).
+#
+# DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation). Flags after RUN_DIR are added to the
+# recipe's and override them: e.g. --mixed_precision --zero_mean_targets --workers 8 --use_multiprocessing, or
+# --nb_epochs 1 --steps 5 for a dry run. RUN_DIR receives train.py's checkpoints and history.npz, train.log,
+# epoch_times.jsonl (each epoch's steps, end-of-epoch and per-callback seconds: benchmarks/timed_train.py),
+# gpu_utilization.csv (time, GPU %, MiB in use; sampled every second where nvidia-smi is found), test_set14.log
+# and test_set5.log (test_model.py on the best checkpoint, seed 0), summary.json and, last, EXIT (exit status).
 set -euo pipefail
+if (($# < 2)); then
+    echo "usage: bash benchmarks/gpu_recipe.sh DATA_DIR RUN_DIR [more train.py flags]" >&2
+    exit 2
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
 data=$1 run=$2
 shift 2
+for set in train291 Set14 Set5; do
+    [ -d "$data/$set" ] || { echo "gpu_recipe.sh: $data/$set: no such folder" >&2; exit 2; }
+done
 mkdir -p "$run"
-trap 'echo $? > "$run/EXIT"' EXIT
 sampler=
+finish() {
+    local status=$?
+    [ -z "$sampler" ] || kill "$sampler" 2> /dev/null || true
+    echo "$status" > "$run/EXIT"
+}
+trap finish EXIT
 if command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
         > "$run/gpu_utilization.csv" &
     sampler=$!
 fi
 start=$(date +%s.%N)
-python3 benchmarks/timed_train.py --image_dir "$data/train291" --test_dir "$data/Set14" \
+python3 "$repo/benchmarks/timed_train.py" --image_dir "$data/train291" --test_dir "$data/Set14" \
     --image_size 128 --batch_size 8 --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" \
     > "$run/train.log" 2>&1
 end=$(date +%s.%N)
-[ -n "$sampler" ] && kill "$sampler"
+if [ -n "$sampler" ]; then
+    kill "$sampler" 2> /dev/null || true
+    sampler=
+fi
 best=$(ls -t "$run"/weights.*.weights.h5 | head -n 1)
 for set in Set14 Set5; do
-    python3 test_model.py --weight_file "$best" --image_dir "$data/$set" --output_dir "$run/$set" --seed 0 \
+    python3 "$repo/test_model.py" --weight_file "$best" --image_dir "$data/$set" --output_dir "$run/$set" --seed 0 \
         > "$run/test_${set,,}.log" 2>&1
 done
 python3 - "$run" "$start" "$end" "$best" "$@" <<'PY'
-import json, re, sys
+import json
+import re
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
+
 run, start, end, best, flags = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5:]
+
+
+def median(values):
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def mean(values):
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def version(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_name():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True).stdout.strip() or None
+    except OSError:
+        return None
+
+
 log = re.sub(r"\x1b\[[0-9;]*m", "", (run / "train.log").read_text()).replace("\r", "\n").replace("\b", "")
 unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 step_ms = [float(value) * unit[u] for value, u in re.findall(r"([\d.]+)(us|ms|s)/step - [^\n]*val_PSNR", log)]
 samples = []
 if (run / "gpu_utilization.csv").is_file():
     samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines()
-               if line.count(",") == 2]
-mean = lambda values: round(sum(values) / len(values), 1) if values else None
-median = lambda values: sorted(values)[len(values) // 2] if values else None
+               if line.count(",") == 2 and line.split(",")[1].strip().isdigit()]
 times = run / "epoch_times.jsonl"
 epochs = [json.loads(line) for line in times.read_text().splitlines()] if times.is_file() else []
-test = re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
-                  (run / "test_set14.log").read_text())
-print(json.dumps({"wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
-                  "median_epoch_ms_per_step": median(step_ms),
-                  "first_epoch": epochs[0] if epochs else None,
-                  "later_epochs_median_steps_s": median([e["steps_s"] for e in epochs[1:]]),
-                  "later_epochs_median_end_of_epoch_s": median([e["end_of_epoch_s"] for e in epochs[1:]]),
-                  "later_epochs_median_callbacks_s": {name: median([e["callbacks_s"][name] for e in epochs[1:]])
-                                                      for name in (epochs[-1]["callbacks_s"] if epochs else {})},
-                  "gpu_util_mean": mean(samples), "gpu_util_mean_after_first_minute": mean(samples[60:]),
-                  "best_checkpoint": best, "set14_test_model": test}), file=open(run / "summary.json", "w"))
+later = epochs[1:]
+tests = {name: re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
+                          (run / f"test_{name.lower()}.log").read_text()) for name in ("Set14", "Set5")}
+summary = {
+    "wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
+    "median_epoch_ms_per_step": median(step_ms),
+    "first_epoch": epochs[0] if epochs else None,
+    "later_epochs_median_steps_s": median([e["steps_s"] for e in later]),
+    "later_epochs_median_end_of_epoch_s": median([e["end_of_epoch_s"] for e in later]),
+    "later_epochs_median_callbacks_s": {name: median([e["callbacks_s"].get(name, 0.0) for e in later])
+                                        for name in (later[-1]["callbacks_s"] if later else {})},
+    "gpu_util_mean": mean(samples), "gpu_util_mean_after_first_minute": mean(samples[60:]),
+    "best_checkpoint": best, "test_model": tests,
+    "gpu": gpu_name(), "versions": {name: version(name) for name in ("keras", "jax", "tensorflow", "torch")},
+}
+(run / "summary.json").write_text(json.dumps(summary) + "\n")
 PY
 cat "$run/summary.json"

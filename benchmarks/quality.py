@@ -1,44 +1,23 @@
-"""Equal-budget quality protocol: noisy-target against clean-target training, next to the noisy input and an
-OpenCV non-local-means baseline, by PSNR and SSIM on a validation folder with fixed-seed noise.
-
-    python3 benchmarks/quality.py --noise gaussian text impulse [--nb_epochs 3 --steps 100] [--zero_mean]
-
-For each noise model (the original README's recipes: gaussian,0,50 with mse; text,0,50 with mae;
-impulse,0,95 with l0) trains the SRResNet with train.py (same seed, data, flags and budget) on noisy targets,
-on clean targets and, with --zero_mean for gaussian, on noisy targets with --zero_mean_targets. The seed fixes
-the initial weights, the patches, their order and their source noise alike in every run, so the runs differ
-only by their targets (common random numbers: the comparison is not drowned by run-to-run spread). Then every
-validation image gets the original's validation noise (gaussian,25,25 / text,25,25 / impulse,70,70; seed 0,
-as test_model.py) and is scored as noisy input, denoised by cv2.fastNlMeansDenoisingColored (its strength h
-picked per noise model as the best of a grid on this same folder, which favours the baseline), and denoised
-by each trained model (its best checkpoint by validation PSNR on --select_dir, so the evaluation folder
-plays no part in training). One JSON line per (noise, method); PSNR and SSIM are test_model.py's (model.py's one
-PSNR and SSIM: Wang's 11x11 Gaussian window, as val_SSIM and report.csv). --reuse scores a finished run
-(one with history.npz) again without training it.
-"""
-import argparse
-import json
-import subprocess
+"""Equal-budget quality protocol: train.py on noisy targets against clean targets (same seed, so the runs differ
+only by their targets), next to the noisy input and OpenCV's non-local means, by PSNR and SSIM on a folder with
+fixed-seed noise, for the original README's noise recipes, to show what Noise2Noise gives up to clean targets."""
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import common
+
+common.import_keras()
 import cli  # noqa: E402
-
-cli.import_keras_quietly()
-
 import generator  # noqa: E402
 import images  # noqa: E402
+import inference  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 from test_model import image_scores  # noqa: E402
 
-DATASETS = REPO.parent / "shared" / "datasets"
 # noise -> (training noise, loss, validation noise), as in the original README
 RECIPES = {"gaussian": ("gaussian,0,50", "mse", "gaussian,25,25"),
            "text": ("text,0,50", "mae", "text,25,25"),
@@ -47,16 +26,16 @@ NLM_STRENGTHS = (5, 10, 15, 20, 25, 30, 40)
 
 
 def get_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--noise", nargs="+", choices=sorted(RECIPES), default=sorted(RECIPES), help="noise models")
-    parser.add_argument("--image_dir", default=str(DATASETS / "train291"), help="training images")
-    parser.add_argument("--select_dir", default=str(DATASETS / "Set5"),
-                        help="train.py's --test_dir: validation images that pick the best checkpoint")
-    parser.add_argument("--test_dir", default=str(DATASETS / "Set14"), help="evaluation images")
-    parser.add_argument("--nb_epochs", type=int, default=3, help="epochs of every training run")
-    parser.add_argument("--steps", type=int, default=100, help="batches per epoch (batch 16 of 64x64)")
-    parser.add_argument("--lr", type=float, default=0.005, help="initial learning rate")
+    parser = common.get_parser(__doc__)
+    common.add_backend_flag(parser)
+    parser.add_argument("--noise", nargs="+", choices=sorted(RECIPES), default=sorted(RECIPES),
+                        help="noise recipes: " + "; ".join(f"{name}: {train} with {loss}, evaluated with {test}"
+                                                           for name, (train, loss, test) in RECIPES.items()))
+    common.add_data_flags(parser, test="Set14", test_help="evaluation images (noise seeded 0, as test_model.py)")
+    parser.add_argument("--select_dir", type=cli.existing_dir, default=str(common.DATASETS / "Set5"),
+                        help="train.py's --test_dir: the validation images that pick each run's best checkpoint, "
+                             "so that the evaluation images play no part in training")
+    common.add_train_py_flags(parser, nb_epochs=3, steps=100)
     parser.add_argument("--zero_mean", action="store_true", help="also train gaussian with --zero_mean_targets")
     parser.add_argument("--output_path", default="runs/quality", help="where the training runs go")
     parser.add_argument("--reuse", action="store_true",
@@ -64,20 +43,17 @@ def get_args():
     return parser.parse_args()
 
 
-def train(args, noise, name, target, *extra):
-    """Run train.py for one method; returns (its output folder, wall seconds)."""
+def train(args, noise, name, target, *flags):
+    """Run train.py (with --mixed_precision) for one method; returns (its output folder, wall seconds: None where
+    --reuse found the run finished)."""
     source, loss, validation = RECIPES[noise]
     output = Path(args.output_path) / noise / name
     if args.reuse and (output / "history.npz").exists():
         return output, None
-    command = [sys.executable, str(REPO / "train.py"), "--image_dir", args.image_dir, "--test_dir", args.select_dir,
-               "--nb_epochs", str(args.nb_epochs), "--steps", str(args.steps), "--batch_size", "16",
-               "--image_size", "64", "--lr", str(args.lr), "--seed", "0", "--loss", loss, "--mixed_precision",
-               "--source_noise_model", source, "--target_noise_model", target, "--val_noise_model", validation,
-               "--output_path", str(output), *extra]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return output, time.perf_counter() - start
+    _, wall = common.run_train_py(args, args.select_dir, output, "--loss", loss, "--mixed_precision",
+                                  "--source_noise_model", source, "--target_noise_model", target,
+                                  "--val_noise_model", validation, *flags)
+    return output, wall
 
 
 def scores(pairs, outputs):
@@ -98,7 +74,7 @@ def best_nlm(pairs):
 def evaluation_pairs(args, noise):
     """[(noisy uint8, clean uint8)] of the evaluation folder, cropped to 16, noise seeded 0 as test_model.py."""
     noise_model, rng = get_noise_model(RECIPES[noise][2]), np.random.default_rng(0)
-    cleans = [generator.crop_to_multiple(image) for image in generator.load_images(images.list_images(args.test_dir))]
+    cleans = [images.crop_to_multiple(image) for image in generator.load_images(images.list_images(args.test_dir))]
     return [(noise_model(clean, rng), clean) for clean in cleans]
 
 
@@ -107,26 +83,26 @@ def model_scores(folder, pairs):
     checkpoint = max(folder.glob("weights.*.weights.h5"), key=lambda path: path.stat().st_mtime)
     network = models.get_model("srresnet")
     models.load_weights(network, checkpoint)
-    return scores(pairs, [models.denoise(network, noisy) for noisy, _ in pairs])
+    return scores(pairs, [inference.denoise(network, noisy) for noisy, _ in pairs])
 
 
 def main():
     args = get_args()
-    common = dict(steps=args.nb_epochs * args.steps, batch="16x64x64", lr=args.lr, test_dir=Path(args.test_dir).name)
+    shared = dict(steps=args.nb_epochs * args.steps, batch="16x64x64", lr=args.lr, test_dir=Path(args.test_dir).name)
     for noise in args.noise:
         pairs = evaluation_pairs(args, noise)
         psnr, ssim = scores(pairs, [noisy for noisy, _ in pairs])
-        print(json.dumps(dict(noise=noise, method="noisy_input", psnr=psnr, ssim=ssim, **common)), flush=True)
+        common.emit("quality", noise=noise, method="noisy_input", psnr=psnr, ssim=ssim, **shared)
         h, psnr, ssim = best_nlm(pairs)
-        print(json.dumps(dict(noise=noise, method="opencv_nlm", h=h, psnr=psnr, ssim=ssim, **common)), flush=True)
+        common.emit("quality", noise=noise, method="opencv_nlm", h=h, psnr=psnr, ssim=ssim, **shared)
         methods = [("noisy_targets", RECIPES[noise][0], ()), ("clean_targets", "clean", ())]
         if args.zero_mean and noise == "gaussian":
             methods.append(("noisy_targets_zero_mean", RECIPES[noise][0], ("--zero_mean_targets",)))
-        for name, target, extra in methods:
-            folder, seconds = train(args, noise, name, target, *extra)
+        for name, target, flags in methods:
+            folder, seconds = train(args, noise, name, target, *flags)
             psnr, ssim = model_scores(folder, pairs)
-            print(json.dumps(dict(noise=noise, method=name, psnr=psnr, ssim=ssim, train_s=seconds and round(seconds),
-                                  **common)), flush=True)
+            common.emit("quality", noise=noise, method=name, psnr=psnr, ssim=ssim,
+                        train_s=seconds and round(seconds), **shared)
     return 0
 
 

@@ -42,7 +42,7 @@ def synthetic_photo(rng, height, width):
     return image
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image_folder(tmp_path_factory):
     """A folder of 6 small photos: nested subfolder, upper-case suffixes, one grayscale, a non-image file."""
     folder = tmp_path_factory.mktemp("images")
@@ -57,7 +57,7 @@ def image_folder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def small_photos(tmp_path_factory):
     """Two 64x64 photos of one size: quick to validate and denoise on any backend, and one padded shape
     (one trace of a distributed predict function)."""
@@ -86,13 +86,13 @@ def shared_or(path, fallback):
     return fallback
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def train_dir(image_folder):
     """The original's training set where ../shared has it, else the synthetic folder."""
     return shared_or(DATASETS / "train291", image_folder)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def val_dir(image_folder):
     """Set5 where ../shared has it, else the synthetic folder."""
     return shared_or(DATASETS / "Set5", image_folder)

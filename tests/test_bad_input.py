@@ -47,7 +47,7 @@ TRAIN_CASES = [
     (["--model", "resnet"], ["--model", "srresnet", "unet"]),
     (["--model", "unet", "--image_size", "40"], ["--image_size", "multiple of 16"]),
     (["--image_size", "5000", "--image_dir", "IMAGES"], ["5000x5000"]),
-    (["--weight", "MISSING"], ["--weight", "does not exist"]),
+    (["--weight", "MISSING"], ["--weight", "no such file, and not the name of shipped weights (gaussian"]),
     (["--cache_mb", "0"], ["--cache_mb", "> 0"]),
     (["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
     (["--seed", str(2**32)], ["--seed", "from 0 to 4294967295"]),

@@ -16,6 +16,7 @@ import cli
 cli.import_keras_quietly()
 import distribute  # noqa: E402
 import generator  # noqa: E402
+import inference  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 from plot_history import load_history  # noqa: E402
@@ -48,7 +49,7 @@ def single_device_psnr(checkpoint, small_photos):
     models.load_weights(network, checkpoint)
     pairs = generator.load_validation_data(generator.load_images(sorted(small_photos.iterdir())),
                                            get_noise_model("gaussian,25,25"))
-    return np.mean([float(models.psnr(clean, models.predict_padded(network, noisy))) for noisy, clean in pairs])
+    return np.mean([float(models.psnr(clean, inference.predict_padded(network, noisy))) for noisy, clean in pairs])
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])

@@ -1,4 +1,4 @@
-"""Networks, PSNR, L0 loss and its annealing, learning-rate schedule, checkpoints and history."""
+"""Networks, PSNR, SSIM, L0 loss and its annealing, learning-rate schedule, callbacks and padded prediction."""
 import cli
 
 cli.import_keras_quietly()
@@ -6,6 +6,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import callbacks  # noqa: E402
+import inference  # noqa: E402
 import model as models  # noqa: E402
 from plot_history import load_history  # noqa: E402
 
@@ -101,7 +103,7 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     validation = [(np.ones((1, 16, 32, 3), np.float32), np.full((1, 16, 32, 3), 2.0, np.float32)),
                   (np.ones((1, 48, 16, 3), np.float32), np.full((1, 48, 16, 3), 2.0, np.float32))]
     model.fit(x, y, batch_size=4, epochs=nb_epochs, verbose=0,
-              callbacks=models.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))  # l0 -> annealing
+              callbacks=callbacks.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))  # l0 -> annealing
     history = load_history(tmp_path)
     expected_loss = [2.0 ** models.l0_gamma(e, nb_epochs) for e in range(nb_epochs)]
     np.testing.assert_allclose(history["loss"], expected_loss, rtol=1e-4)
@@ -122,10 +124,10 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
 def test_no_callback_makes_the_training_loop_wait_for_every_step(tmp_path):
     """Keras runs batch hooks on a helper thread (JAX, torch) only if every callback is async-safe or has none;
     otherwise it reads the loss back after every step and the accelerator idles while the host works."""
-    callbacks = models.training_callbacks(tmp_path, [], 4, 0.001, models.L0Loss(), progress_lines=10)
-    assert isinstance(callbacks[-1], models.ProgressLines)
+    run_callbacks = callbacks.training_callbacks(tmp_path, [], 4, 0.001, models.L0Loss(), progress_lines=10)
+    assert isinstance(run_callbacks[-1], callbacks.ProgressLines)
     hooks = ("on_batch_end", "on_train_batch_end")
-    blocking = [type(c).__name__ for c in callbacks if not getattr(c, "async_safe", False)
+    blocking = [type(c).__name__ for c in run_callbacks if not getattr(c, "async_safe", False)
                 and any(getattr(type(c), hook) is not getattr(keras.callbacks.Callback, hook) for hook in hooks)]
     assert not blocking, blocking
 
@@ -134,7 +136,7 @@ def test_progress_lines_say_step_loss_and_time_left_once_per_interval(capsys):
     """Where the output is no terminal: a line per interval within an epoch, with the step, the loss, the
     seconds a step and the time left in the epoch; none sooner, and the clock starts again with each epoch."""
     now = [100.0]
-    progress = models.ProgressLines(nb_epochs=3, steps=1000, interval_s=60, clock=lambda: now[0])
+    progress = callbacks.ProgressLines(nb_epochs=3, steps=1000, interval_s=60, clock=lambda: now[0])
     progress.on_epoch_begin(1)
     for batch in range(40):  # 2 s a step: a line after the 30th step (60 s), none at the others
         now[0] += 2.0
@@ -151,7 +153,7 @@ def test_progress_lines_say_step_loss_and_time_left_once_per_interval(capsys):
 
 
 def test_history_file_is_written_after_every_epoch(tmp_path):
-    saver = models.HistorySaver(tmp_path / "history.npz")
+    saver = callbacks.HistorySaver(tmp_path / "history.npz")
     saver.on_epoch_end(0, {"loss": 3.0, "val_PSNR": 20.0})
     first = load_history(tmp_path)
     saver.on_epoch_end(1, {"loss": 2.0, "val_PSNR": 21.0})
@@ -185,7 +187,7 @@ def test_wrong_weight_file_suffix_is_refused(tmp_path):
 
 def test_denoise_returns_uint8_of_same_size():
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    out = models.denoise(models.get_model("srresnet"), image)
+    out = inference.denoise(models.get_model("srresnet"), image)
     assert out.dtype == np.uint8 and out.shape == image.shape
 
 
@@ -197,11 +199,11 @@ def test_denoise_rounds_and_clips_the_prediction_to_uint8():
     identity = np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)
     image = np.full((16, 16, 3), 100, np.uint8)
     shift.set_weights([identity, np.array([0.6, -300.0, 300.0], np.float32)])
-    out = models.denoise(shifted, image)
+    out = inference.denoise(shifted, image)
     assert out.dtype == np.uint8 and (out[..., 0] == 101).all() and (out[..., 1] == 0).all()
     assert (out[..., 2] == 255).all()
     shift.set_weights([identity, np.array([0.4, 0.0, -0.4], np.float32)])
-    np.testing.assert_array_equal(models.denoise(shifted, image), image)  # within half a level: unchanged
+    np.testing.assert_array_equal(inference.denoise(shifted, image), image)  # within half a level: unchanged
 
 
 @pytest.fixture
@@ -235,7 +237,7 @@ def noisy_pairs(sizes, seed=0):
 def expected_validation(model, pairs, loss):
     """val_loss, val_PSNR and val_SSIM worked out op by op from predict_padded, for ImageValidation to match."""
     loss_function = keras.losses.get(loss) if isinstance(loss, str) else loss
-    predictions = [models.predict_padded(model, noisy) for noisy, _ in pairs]
+    predictions = [inference.predict_padded(model, noisy) for noisy, _ in pairs]
     return {key: np.mean([float(keras.ops.mean(metric(clean, p))) for (_, clean), p in zip(pairs, predictions)])
             for key, metric in (("val_loss", loss_function), ("val_PSNR", models.psnr), ("val_SSIM", models.ssim))}
 
@@ -252,7 +254,7 @@ def test_image_validation_scores_each_image_as_loss_psnr_and_ssim_do(mixed_preci
     expected = expected_validation(model, pairs, "mse")
     for replicas in (1, 2):
         logs = {}
-        validation = models.ImageValidation(pairs, "mse", replicas=replicas)
+        validation = callbacks.ImageValidation(pairs, "mse", replicas=replicas)
         validation.set_model(model)
         validation.on_epoch_end(0, logs)
         for key, value in expected.items():
@@ -265,7 +267,7 @@ def test_image_validation_follows_the_l0_gamma_of_each_epoch():
     pairs = noisy_pairs([(32, 48), (40, 40)])
     network = models.get_model("srresnet", channels=3)
     loss = models.get_loss("l0")
-    validation = models.ImageValidation(pairs, loss)
+    validation = callbacks.ImageValidation(pairs, loss)
     validation.set_model(network)
     for gamma in (2.0, 0.5):
         loss.gamma.assign(gamma)
@@ -275,46 +277,13 @@ def test_image_validation_follows_the_l0_gamma_of_each_epoch():
         assert abs(logs["val_loss"] - expected) < 1e-4 * expected, (gamma, logs["val_loss"], expected)
 
 
-def backend_compiles():
-    """A list that JAX's backend compilations append their seconds to from now on (an empty one on other backends)."""
-    compiles = []
-    if keras.backend.backend() == "jax":
-        import jax
-
-        jax.monitoring.register_event_duration_secs_listener(
-            lambda name, secs, **_: compiles.append(secs) if name.endswith("backend_compile_duration") else None)
-    return compiles
-
-
-def test_validation_programs_are_compiled_when_training_starts():
-    """From on_train_begin, JAX compiles one validation program per image shape on a helper thread, so the first
-    validation compiles nothing and gives what predict_on_batch gives (the L0 gamma followed); on the other
-    backends on_train_begin changes nothing."""
-    pairs = noisy_pairs([(32, 48), (40, 40), (32, 48)])
-    network, loss = models.get_model("srresnet"), models.get_loss("l0")
-    expected = expected_validation(network, pairs, loss)
-    validation = models.ImageValidation(pairs, loss)
-    validation.set_model(network)
-    validation.on_train_begin()
-    if keras.backend.backend() == "jax":
-        assert validation.ahead.compiling.result() == 2  # the two shapes, compiled ahead
-    compiles, logs = backend_compiles(), {}
-    validation.on_epoch_end(0, logs)
-    assert compiles == []
-    for key, value in expected.items():
-        assert abs(logs[key] - value) < 1e-4 * max(1, abs(value)), (key, logs[key], value)
-    loss.gamma.assign(0.5)
-    validation.on_epoch_end(1, logs)
-    assert abs(logs["val_loss"] - expected_validation(network, pairs, loss)["val_loss"]) < 1e-4 * logs["val_loss"]
-
-
 @pytest.mark.parametrize("height, width", [(17, 45), (64, 64), (100, 30)])
 def test_padded_prediction_keeps_the_size_and_matches_a_pointwise_model(height, width):
     """A 1x1 conv sees no neighbours, so the mirrored padding must not change a single output pixel."""
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
     batch = np.random.default_rng(1).uniform(0, 255, (2, height, width, 3)).astype(np.float32)
-    output = models.predict_padded(model, batch)
+    output = inference.predict_padded(model, batch)
     assert output.shape == batch.shape and output.dtype == np.float32
     np.testing.assert_allclose(output, model.predict_on_batch(batch), rtol=1e-5, atol=1e-3)
 
@@ -332,9 +301,9 @@ def test_padded_prediction_compiles_one_graph_per_padded_shape():
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(TraceCounter()(inputs)))
     built = len(shapes_traced)
     for height, width in [(40, 50), (64, 64), (33, 60), (100, 120), (70, 65), (128, 128), (50, 40)] * 2:
-        models.predict_padded(model, np.zeros((1, height, width, 3), np.float32))
+        inference.predict_padded(model, np.zeros((1, height, width, 3), np.float32))
     traced = shapes_traced[built:]
     # Two padded shapes, 64x64 and 128x128: at most one trace each (TensorFlow may relax the second to None x None),
     # and never a graph for an unpadded size.
     assert 1 <= len(traced) <= 2, traced
-    assert all(size is None or size % models.PAD_MULTIPLE == 0 for shape in traced for size in shape[1:3]), traced
+    assert all(size is None or size % inference.PAD_MULTIPLE == 0 for shape in traced for size in shape[1:3]), traced
