@@ -140,6 +140,81 @@ def impulse_noise(image, rng, min_occupancy, max_occupancy):
     return np.where(hit, values, image)
 
 
+# Camera noise (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019), on the 0-1 scale.
+# XYZ -> camera matrices of four cameras (from their DNG calibration), mixed at random for each image.
+XYZ_TO_CAMERAS = np.array([
+    [[1.0234, -0.2969, -0.2266], [-0.5625, 1.6328, -0.0469], [-0.0703, 0.2188, 0.6406]],
+    [[0.4913, -0.0541, -0.0202], [-0.6130, 1.3513, 0.2906], [-0.1564, 0.2151, 0.7183]],
+    [[0.8380, -0.2630, -0.0639], [-0.2887, 1.0725, 0.2496], [-0.0627, 0.1427, 0.5438]],
+    [[0.6596, -0.2079, -0.0562], [-0.4782, 1.3016, 0.1933], [-0.0970, 0.1581, 0.5181]]])
+SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                        [0.0193339, 0.1191920, 0.9503041]])
+CAMERA_SHOT_RANGE = (1e-4, 0.012)  # shot-noise variance factor; camera level 0..100 maps log-uniformly onto it
+HIGHLIGHT_START = 0.9  # above this grey level the inverse white balance fades out, so highlights stay saturated
+
+
+def camera_shot_noise(level):
+    """The shot-noise factor of camera level 0..100 (log-uniform over CAMERA_SHOT_RANGE)."""
+    low, high = np.log(CAMERA_SHOT_RANGE)
+    return float(np.exp(low + level / 100.0 * (high - low)))
+
+
+def _camera_settings(rng, level):
+    """One shot's settings: (sRGB -> camera matrix, white-balance gains [r, g, b], shot, read)."""
+    mix = rng.uniform(1e-8, 1.0, len(XYZ_TO_CAMERAS))
+    srgb_to_camera = np.tensordot(mix / mix.sum(), XYZ_TO_CAMERAS, axes=1) @ SRGB_TO_XYZ
+    srgb_to_camera /= srgb_to_camera.sum(axis=1, keepdims=True)  # grey stays grey
+    gains = np.array([rng.uniform(1.9, 2.4), 1.0, rng.uniform(1.5, 1.9)]) / rng.normal(0.8, 0.1)
+    shot = camera_shot_noise(level)
+    read = float(np.exp(2.18 * np.log(shot) + 1.20 + rng.normal(0.0, 0.26)))
+    return srgb_to_camera, gains, shot, read
+
+
+def _to_raw(rgb, srgb_to_camera, gains):
+    """HxWx3 sRGB 0-1 -> linear camera RGB before white balance: inverse tone curve, gamma, colour, gains."""
+    linear = np.maximum(0.5 - np.sin(np.arcsin(1.0 - 2.0 * rgb) / 3.0), 1e-8) ** 2.2
+    camera = linear @ srgb_to_camera.T
+    grey = camera.mean(axis=2, keepdims=True)
+    fade = (np.maximum(grey - HIGHLIGHT_START, 0.0) / (1.0 - HIGHLIGHT_START)) ** 2
+    return camera * np.maximum(fade + (1.0 - fade) / gains, 1.0 / gains)
+
+
+def _from_raw(camera, srgb_to_camera, gains):
+    """Linear camera RGB -> HxWx3 sRGB 0-1: white balance, colour, gamma 1/2.2, tone curve (smoothstep)."""
+    linear = np.clip(np.clip(camera * gains, 0.0, 1.0) @ np.linalg.inv(srgb_to_camera).T, 1e-8, 1.0)
+    gamma = linear ** (1.0 / 2.2)
+    return 3.0 * gamma**2 - 2.0 * gamma**3
+
+
+def camera_noise(image, rng, min_level, max_level):
+    """A clean sRGB photo (HxWx3 uint8 BGR, or HxWx1 grey) as a camera would record it: unprocessed to raw,
+    mosaicked (RGGB), heteroscedastic noise of variance shot * x + read added per sample (level ~ U[min, max],
+    0..100, log-uniform in shot), demosaicked (bilinear) and processed back to uint8 in the input's channels."""
+    srgb_to_camera, gains, shot, read = _camera_settings(rng, rng.uniform(min_level, max_level))
+    height, width = image.shape[:2]
+    bgr = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    even = np.pad(bgr, ((0, height % 2), (0, width % 2), (0, 0)), mode="symmetric")  # whole 2x2 Bayer cells
+    camera = _to_raw(even[:, :, ::-1].astype(np.float64) / 255.0, srgb_to_camera, gains)
+    mosaic = np.empty(camera.shape[:2])  # RGGB: R top left, B bottom right, G on the other diagonal
+    for (row, column), channel in (((0, 0), 0), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2)):
+        mosaic[row::2, column::2] = camera[row::2, column::2, channel]
+    mosaic += np.sqrt(shot * np.maximum(mosaic, 0.0) + read) * rng.standard_normal(mosaic.shape)
+    raw16 = np.rint(np.clip(mosaic, 0.0, 1.0) * 65535).astype(np.uint16)
+    demosaicked = cv2.cvtColor(raw16, cv2.COLOR_BayerBG2RGB).astype(np.float64) / 65535  # OpenCV's name for RGGB
+    rgb = _from_raw(demosaicked, srgb_to_camera, gains)[:height, :width]
+    noisy = np.clip(np.rint(rgb[:, :, ::-1] * 255.0), 0, 255).astype(np.uint8)
+    return noisy if image.shape[2] == 3 else cv2.cvtColor(noisy, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
+
+
+def jpeg_noise(image, rng, min_quality, max_quality):
+    """JPEG compression at a quality ~ U[min, max] (1..100): the 8x8-block artefacts of a camera's or a
+    website's encoder."""
+    quality = int(round(rng.uniform(min_quality, max_quality)))
+    encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    return decoded.reshape(image.shape)
+
+
 class NoiseModel(NamedTuple):
     function: object  # function(image, rng, *params) -> noisy image
     params: tuple  # names of its numeric parameters, in spec order
@@ -154,6 +229,8 @@ NOISE_MODELS = {
     "impulse": NoiseModel(impulse_noise, ("min_occupancy", "max_occupancy"), (0.0, 100.0), False),
     "poisson": NoiseModel(poisson_noise, ("min_lambda", "max_lambda"), (1.0, float("inf")), True),
     "bernoulli": NoiseModel(bernoulli_noise, ("min_drop", "max_drop"), (0.0, 100.0), False),
+    "camera": NoiseModel(camera_noise, ("min_level", "max_level"), (0.0, 100.0), False),
+    "jpeg": NoiseModel(jpeg_noise, ("min_quality", "max_quality"), (1.0, 100.0), False),
 }
 COMBINE = "+"  # "gaussian,0,25+impulse,0,20": the noises applied one after the other, left to right
 SPEC_HELP = (f"noise spec NAME[,MIN,MAX] with NAME one of {', '.join(NOISE_MODELS)}; combine noises with "

@@ -9,8 +9,8 @@ from conftest import assert_one_line_error, run_script, synthetic_photo
 import noise_model
 from noise_model import get_noise_model, parse_noise_spec
 
-SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50", "poisson,5,50", "bernoulli,0,50",
-         "gaussian,0,25+impulse,0,20"]
+SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50", "poisson,5,50", "bernoulli,0,50", "camera,0,100",
+         "jpeg,30,95", "gaussian,0,25+impulse,0,20", "camera,0,50+jpeg,60,95"]
 GREY = np.full((128, 128, 3), 128, np.uint8)
 
 
@@ -37,7 +37,7 @@ def test_noise_is_reproducible_with_a_seed(spec, photo):
         assert not np.array_equal(first, noise(photo, np.random.default_rng(43)))
 
 
-@pytest.mark.parametrize("spec", ["text,0,95", "impulse,0,95", "gaussian,0,50"])
+@pytest.mark.parametrize("spec", ["text,0,95", "impulse,0,95", "gaussian,0,50", "camera,50,100", "jpeg,5,10"])
 def test_noise_works_on_tiny_and_single_channel_images(spec):
     for image in (np.full((8, 8, 3), 200, np.uint8), np.full((20, 12, 1), 50, np.uint8)):
         noisy = get_noise_model(spec)(image, np.random.default_rng(1))
@@ -277,3 +277,46 @@ def test_preview_grid_shows_each_level_side_by_side(tmp_path):
     assert grid.shape == (64, 4 * 64, 3)
     spreads = [grid[30:, k * 64:(k + 1) * 64].std() for k in range(4)]  # below the labels
     assert spreads == sorted(spreads, reverse=True)  # more photons, less noise
+
+
+def horizontal_correlation(noisy, clean):
+    """Lag-1 autocorrelation of the residual along the rows, over all channels."""
+    residual = noisy.astype(np.float64) - clean
+    residual -= residual.mean(axis=(0, 1))
+    return float(np.mean(residual[:, 1:] * residual[:, :-1]) / np.mean(residual**2))
+
+
+def test_camera_noise_is_correlated_between_neighbours_and_grows_with_the_level():
+    """Demosaicing spreads each sample's noise to its neighbours (gaussian noise stays white), and a higher
+    level means more shot and read noise."""
+    grey = np.full((96, 96, 3), 128, np.uint8)
+    camera = [get_noise_model(f"camera,{level},{level}")(grey, np.random.default_rng(5)) for level in (0, 50, 100)]
+    gaussian = get_noise_model("gaussian,10,10")(grey, np.random.default_rng(5))
+    assert all(horizontal_correlation(noisy, grey) >= 0.1 for noisy in camera)
+    assert abs(horizontal_correlation(gaussian, grey)) < 0.05
+    variances = [float(np.var(noisy.astype(np.float64) - grey)) for noisy in camera]
+    assert variances[0] < variances[1] < variances[2] and variances[2] > 10 * variances[0], variances
+
+
+def test_camera_noise_keeps_the_colours_and_the_level_maps_log_uniformly_onto_the_shot_noise():
+    """Unprocessing and processing back are inverse: at the lowest level a photo keeps its colours (mean error
+    under 3 grey levels), and the shot-noise factor runs log-uniformly from 1e-4 (level 0) to 0.012 (level 100)."""
+    photo = synthetic_photo(np.random.default_rng(4), 64, 80)
+    noisy = get_noise_model("camera,0,0")(photo, np.random.default_rng(0))
+    assert np.abs(noisy.astype(float).mean(axis=(0, 1)) - photo.mean(axis=(0, 1))).max() < 3
+    np.testing.assert_allclose([noise_model.camera_shot_noise(level) for level in (0, 50, 100)],
+                               [1e-4, np.sqrt(1e-4 * 0.012), 0.012], rtol=1e-9)
+
+
+def test_jpeg_noise_changes_the_image_in_8x8_blocks_at_the_drawn_quality():
+    """The residual of a smooth ramp plus fine noise jumps at the 8x8 block edges: its mean step across
+    block edges is larger than within blocks; a higher quality changes less."""
+    rng = np.random.default_rng(2)
+    ramp = np.clip(np.linspace(0, 255, 64)[np.newaxis, :, np.newaxis] + rng.normal(0, 6, (64, 64, 3)), 0, 255)
+    image = ramp.astype(np.uint8)
+    low, high = (get_noise_model(f"jpeg,{q},{q}")(image, np.random.default_rng(0)).astype(float) for q in (10, 95))
+    residual = low - image
+    steps = np.abs(np.diff(residual, axis=1)).mean(axis=(0, 2))  # step between columns c and c + 1
+    at_edges, inside = steps[7::8].mean(), np.delete(steps, np.s_[7::8]).mean()
+    assert at_edges > 1.2 * inside, (at_edges, inside)
+    assert np.abs(high - image).mean() < np.abs(residual).mean()

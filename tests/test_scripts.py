@@ -103,13 +103,11 @@ def test_train_continues_from_the_original_keras2_checkpoint(tmp_path, image_fol
 
 def test_weight_starts_training_from_the_given_weights(tmp_path, image_folder, small_photos):
     """--weight gaussian (a shipped name, or a file) starts from those weights: after one tiny step its first
-    validation is far above a run from scratch with the same seed."""
-    tiny = ["--nb_epochs", 1, "--steps", 1, "--lr", 1e-6]
-    _, shipped = train(tmp_path, "shipped", image_folder, small_photos, *tiny, "--weight", "gaussian")
+    validation is 5 dB above the noisy input's (sigma 25: about 20 dB), where an untrained network is far below."""
+    output, shipped = train(tmp_path, "shipped", image_folder, small_photos, "--nb_epochs", 1, "--steps", 1,
+                            "--lr", 1e-6, "--weight", "gaussian")
     assert "loaded weights from" in shipped.stdout and "gaussian.weights.h5" in shipped.stdout
-    train(tmp_path, "scratch", image_folder, small_photos, *tiny)
-    from_shipped, from_scratch = (load_history(tmp_path / name)["val_PSNR"][0] for name in ("shipped", "scratch"))
-    assert from_shipped > 25 and from_shipped > from_scratch + 10, (from_shipped, from_scratch)
+    assert load_history(output)["val_PSNR"][0] > 25.5, load_history(output)
 
 
 def test_grayscale_model_trains_and_denoises_a_grayscale_folder(tmp_path, image_folder):

@@ -1,0 +1,84 @@
+"""Score denoisers on real noisy photos with ground truth: a folder holding noisy/ and clean/ (the same file
+names), e.g. PolyU-Canon5D2. Prints one JSON line per method: the noisy input, OpenCV's non-local means at
+each --nlm_h and at its best, and each of --weights, all scored by scikit-image's PSNR and SSIM."""
+import json
+
+import common
+
+import cli
+import images
+
+
+def get_args():
+    parser = common.get_parser(__doc__)
+    parser.add_argument("--pairs", type=cli.existing_dir, default=str(common.DATASETS / "PolyU-Canon5D2"),
+                        help="folder with noisy/ and clean/ photos of the same names")
+    parser.add_argument("--weights", nargs="*", type=cli.weight_file, default=[cli.SHIPPED_WEIGHTS_DIR /
+                                                                                "gaussian.weights.h5"],
+                        help="weight files or shipped names to score (SRResNet or UNet, read off the file)")
+    parser.add_argument("--nlm_h", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8],
+                        help="filter strengths of cv2.fastNlMeansDenoisingColored to try (luma and colour alike)")
+    parser.add_argument("--tile", type=int, default=0, help="denoise in tiles of this size (0: whole photos)")
+    parser.add_argument("--mixed_precision", action="store_true", help="run the networks in bfloat16")
+    return parser.parse_args()
+
+
+def read_pairs(folder):
+    """[(name, noisy, clean)] HxWx3 uint8 BGR, for every photo of noisy/ that clean/ has too."""
+    pairs = []
+    for noisy_path in images.list_images(f"{folder}/noisy"):
+        clean = images.read_image(f"{folder}/clean/{noisy_path.name}")
+        if clean is not None:
+            pairs.append((noisy_path.name, images.read_image(noisy_path), clean))
+    if not pairs:
+        raise SystemExit(f"real_photos.py: no noisy/clean pairs of the same name in {folder}")
+    return pairs
+
+
+def scores(results, pairs):
+    """{"psnr", "ssim", "per_image_psnr"} of denoised `results` against the pairs' clean photos."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    psnr = [peak_signal_noise_ratio(clean, result, data_range=255) for (_, _, clean), result in zip(pairs, results)]
+    ssim = [structural_similarity(clean, result, channel_axis=2, data_range=255)
+            for (_, _, clean), result in zip(pairs, results)]
+    return {"psnr": round(sum(psnr) / len(psnr), 3), "ssim": round(sum(ssim) / len(ssim), 4),
+            "per_image_psnr": [round(value, 2) for value in psnr]}
+
+
+def network_results(path, pairs, tile, mixed_precision):
+    """The network of the weight file `path` run on every noisy photo (uint8, as test_model.py writes it)."""
+    common.import_keras()
+    import inference
+    import model as models
+
+    if mixed_precision:
+        models.use_mixed_precision()
+    network = models.get_model("srresnet", channels=3)
+    if models.weights_mismatch(network, path):
+        network = models.get_model("unet", channels=3)
+    models.load_weights(network, path)
+    return [inference.denoise(network, noisy, tile) for _, noisy, _ in pairs]
+
+
+def main():
+    import cv2
+
+    args = get_args()
+    pairs = read_pairs(args.pairs)
+    print(json.dumps({"bench": "real_photos", "method": "noisy", "photos": len(pairs),
+                      **scores([noisy for _, noisy, _ in pairs], pairs)}), flush=True)
+    best = None
+    for h in args.nlm_h:
+        result = scores([cv2.fastNlMeansDenoisingColored(noisy, None, h, h, 7, 21) for _, noisy, _ in pairs], pairs)
+        print(json.dumps({"bench": "real_photos", "method": f"nlm h={h:g}", **result}), flush=True)
+        best = max(best or (result, h), (result, h), key=lambda pair: pair[0]["psnr"])
+    if best:
+        print(json.dumps({"bench": "real_photos", "method": f"nlm best (h={best[1]:g})", **best[0]}), flush=True)
+    for path in args.weights:
+        result = scores(network_results(path, pairs, args.tile, args.mixed_precision), pairs)
+        print(json.dumps({"bench": "real_photos", "method": str(path), **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
