@@ -206,6 +206,17 @@ def camera_noise(image, rng, min_level, max_level):
     return noisy if image.shape[2] == 3 else cv2.cvtColor(noisy, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
 
 
+def chroma_smoothing(image, rng, min_sigma, max_sigma):
+    """A camera's chroma noise reduction: the colour (Cr, Cb of YCrCb) blurred by a Gaussian of sigma ~ U[min, max]
+    pixels, the luma kept; after `camera` it leaves mostly luma noise, correlated across channels as in photos."""
+    sigma = rng.uniform(min_sigma, max_sigma)
+    if image.shape[2] != 3 or sigma <= 0:
+        return image.copy()
+    ycrcb = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_BGR2YCrCb)  # float: the 0-1 scale
+    ycrcb[:, :, 1:] = cv2.GaussianBlur(ycrcb[:, :, 1:], (0, 0), sigma)
+    return np.clip(np.rint(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR) * 255.0), 0, 255).astype(np.uint8)
+
+
 def jpeg_noise(image, rng, min_quality, max_quality):
     """JPEG compression at a quality ~ U[min, max] (1..100): the 8x8-block artefacts of a camera's or a
     website's encoder."""
@@ -230,6 +241,7 @@ NOISE_MODELS = {
     "poisson": NoiseModel(poisson_noise, ("min_lambda", "max_lambda"), (1.0, float("inf")), True),
     "bernoulli": NoiseModel(bernoulli_noise, ("min_drop", "max_drop"), (0.0, 100.0), False),
     "camera": NoiseModel(camera_noise, ("min_level", "max_level"), (0.0, 100.0), False),
+    "chroma": NoiseModel(chroma_smoothing, ("min_sigma", "max_sigma"), (0.0, 20.0), False),
     "jpeg": NoiseModel(jpeg_noise, ("min_quality", "max_quality"), (1.0, 100.0), False),
 }
 COMBINE = "+"  # "gaussian,0,25+impulse,0,20": the noises applied one after the other, left to right

@@ -10,7 +10,7 @@ import noise_model
 from noise_model import get_noise_model, parse_noise_spec
 
 SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50", "poisson,5,50", "bernoulli,0,50", "camera,0,100",
-         "jpeg,30,95", "gaussian,0,25+impulse,0,20", "camera,0,50+jpeg,60,95"]
+         "jpeg,30,95", "gaussian,0,25+impulse,0,20", "camera,0,50+chroma,1,4+jpeg,60,95"]
 GREY = np.full((128, 128, 3), 128, np.uint8)
 
 
@@ -320,3 +320,20 @@ def test_jpeg_noise_changes_the_image_in_8x8_blocks_at_the_drawn_quality():
     at_edges, inside = steps[7::8].mean(), np.delete(steps, np.s_[7::8]).mean()
     assert at_edges > 1.2 * inside, (at_edges, inside)
     assert np.abs(high - image).mean() < np.abs(residual).mean()
+
+
+def test_chroma_smoothing_after_camera_noise_leaves_luma_noise_correlated_across_channels():
+    """The camera pipeline's inverse colour matrix anti-correlates the channels' noise; blurring the chroma, as
+    cameras do, leaves luma noise, positively correlated across channels, and keeps a flat image's colour."""
+    grey = np.full((96, 96, 3), 128, np.uint8)
+
+    def channel_correlation(noisy):
+        residual = noisy.astype(np.float64) - noisy.mean(axis=(0, 1))
+        return float(np.mean(residual[..., 0] * residual[..., 1]) / np.sqrt(np.var(residual[..., 0]) *
+                                                                            np.var(residual[..., 1])))
+    camera = get_noise_model("camera,50,50")(grey, np.random.default_rng(1))
+    smoothed = get_noise_model("camera,50,50+chroma,3,3")(grey, np.random.default_rng(1))
+    assert channel_correlation(camera) < 0 < 0.3 < channel_correlation(smoothed), (channel_correlation(camera),
+                                                                                 channel_correlation(smoothed))
+    assert np.abs(smoothed.mean(axis=(0, 1)) - 128).max() < 2
+    np.testing.assert_array_equal(get_noise_model("chroma,0,0")(grey, np.random.default_rng(0)), grey)
