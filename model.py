@@ -115,6 +115,17 @@ def gpu_compute_capability():
     return None
 
 
+def cpu_emulates_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """True where a Linux x86 CPU has no AVX-512 (no avx512f flag): the backends' CPU kernels then have no bfloat16
+    path and emulate it, far slower than float32. False where the flags cannot be read (not Linux, not x86)."""
+    try:
+        with open(cpuinfo) as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), None)
+    except OSError:
+        return False
+    return flags is not None and "avx512f" not in flags
+
+
 def use_mixed_precision():
     """Make the models built from now on compute in 16 bits (variables stay float32); returns the policy name.
 

@@ -3,11 +3,14 @@
     python3 test_model.py --weight_file checkpoints/weights.056-66.803-30.57923.weights.h5 \\
         --image_dir dataset/Set14 --output_dir result
     python3 test_model.py --image_dir photos --test_noise_model clean --tile 512 --output_dir denoised
-        # the shipped gaussian SRResNet on already-noisy photos, in 512x512 tiles
+        # the shipped camera SRResNet on already-noisy photos, in 512x512 tiles
+    python3 test_model.py --image_dir pairs/noisy --clean_dir pairs/clean --test_noise_model clean \
+        --output_dir scored   # real noisy photos scored against their clean versions
 
 Adds --test_noise_model noise to each image (use `clean` for photos that are
 already noisy), denoises it, and prints the PSNR of the noisy and the
-denoised image against the original, then their means.
+denoised image against the original (or, for already-noisy photos, against
+the same-named file in --clean_dir), then their means.
 """
 import argparse
 import collections
@@ -26,6 +29,7 @@ from inference import TILE_OVERLAP, denoise, predict_images
 from noise_model import SPEC_HELP, get_noise_model, noise_spec, parse_noise_specs
 
 DEFAULT_SHIPPED = "gaussian"  # the weights test_model.py denoises with where --weight_file is not given
+REAL_PHOTO_SHIPPED = "camera"  # ... and with --test_noise_model clean: real photos carry camera noise
 
 # model.py (Keras) is imported by the functions that use it, after the flags have parsed: --help and flag errors
 # answer at once, not after seconds of imports.
@@ -53,10 +57,15 @@ def get_args(argv=None):
     parser.add_argument("--weight_file", type=cli.weight_file, default=None,
                         help="trained weights: a train.py .weights.h5 checkpoint, an original Keras 2 .hdf5, or the "
                              f"name of weights shipped in result/weights ({', '.join(cli.shipped_weights()) or 'none'}); "
-                             f"if not given, the shipped {DEFAULT_SHIPPED!r} SRResNet")
+                             f"if not given, the shipped {REAL_PHOTO_SHIPPED!r} SRResNet for --test_noise_model clean "
+                             f"(real photos) and the shipped {DEFAULT_SHIPPED!r} one otherwise")
     parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",
                         help=f"noise added to each test image, a {SPEC_HELP}; 'clean' denoises already-noisy "
                              f"photos as they are")
+    parser.add_argument("--clean_dir", type=cli.existing_dir, default=None,
+                        help="with --test_noise_model clean: clean versions of the noisy photos of --image_dir "
+                             "(same relative paths and names), to score the results against; the triptych "
+                             "shows clean | noisy | denoised")
     parser.add_argument("--output_dir", default=None,
                         help="save the results here (triptychs as PNGs; --output_mode denoised: in each input's "
                              "format), and report.csv; otherwise show them in a window "
@@ -78,6 +87,8 @@ def get_args(argv=None):
     args = parser.parse_args(argv)
     if args.output_mode == "denoised" and args.output_dir is None:
         parser.error("argument --output_mode: 'denoised' writes image files: pass --output_dir FOLDER")
+    if args.clean_dir and any(name != "clean" for name, _ in parse_noise_specs(args.test_noise_model)):
+        parser.error("argument --clean_dir: scores already-noisy photos: use it with --test_noise_model clean")
     if args.tile and args.tile <= args.tile_overlap:
         parser.error(f"argument --tile: must be larger than --tile_overlap ({args.tile_overlap}), got {args.tile}")
     cli.import_keras_quietly()
@@ -101,19 +112,40 @@ def image_scores(reference, image):
                               image[np.newaxis].astype(np.float32))
 
 
+def clean_version(path, args, shape, full_depth):
+    """The --clean_dir version of the noisy photo `path` (HxWxC as `shape`, cropped like the photo; uint8, or with
+    full_depth on the 0-255 scale as float32 for 16-bit files), or None with a warning where there is none of the
+    photo's size."""
+    clean_path = Path(args.clean_dir) / path.relative_to(args.image_dir)
+    clean_file = images.read_image_file(clean_path) if clean_path.is_file() else None
+    clean = None
+    if clean_file is not None:
+        pixels = as_0_255(clean_file) if full_depth else images.read_image(clean_path)
+        clean = images.to_channels(pixels, shape[2])[: shape[0], : shape[1]]
+    if clean is None or clean.shape != shape:
+        print(f"warning: not scoring {path}: no clean version of its size at {clean_path}", file=sys.stderr)
+        return None
+    return clean
+
+
 def triptych_result(model, path, noise, rng, args):
-    """(reference, noisy, denoised, picture to save) of the triptych mode, HxWxC uint8; None if unusable."""
+    """(reference or None, noisy, denoised, picture to save) of the triptych mode, HxWxC uint8; None if
+    unusable. The reference is the original the noise was added to, or the photo's --clean_dir version."""
     image = images.read_image(path)
     if image is None or min(image.shape[:2]) < images.SIZE_MULTIPLE:
         return None
     original = images.crop_to_multiple(images.to_channels(image, model.input_shape[-1]))
     noisy = noise(original, rng)
     denoised = denoise(model, noisy, args.tile, args.tile_overlap)
-    return original, noisy, denoised, np.concatenate([original, noisy, denoised], axis=1)
+    reference = original
+    if args.clean_dir is not None:
+        reference = clean_version(path, args, original.shape, full_depth=False)
+    shown = original if reference is None else reference
+    return reference, noisy, denoised, np.concatenate([shown, noisy, denoised], axis=1)
 
 
 def full_size_result(model, path, noise, rng, args):
-    """(reference, noisy, denoised, picture to save) of the denoised mode: the first three HxWxC float32 on the
+    """(reference or None, noisy, denoised, picture to save) of the denoised mode: the first three HxWxC float32 on the
     0-255 scale (C: the model's channels), the picture in the file's own depth and channels, full size (padded
     for the network, not cropped); None if unusable. 16-bit files go through the network without rounding. A gray
     model denoises a colour photo's luma, and the picture keeps the photo's colour (images.with_luma)."""
@@ -121,9 +153,8 @@ def full_size_result(model, path, noise, rng, args):
     if source is None or min(source.pixels.shape[:2]) < images.SIZE_MULTIPLE:
         return None
     channels = model.input_shape[-1]
-    reference = source.pixels if source.scale == 1 else source.pixels.astype(np.float32) / source.scale
-    reference = images.to_channels(reference, channels)
-    noisy = noise(reference, rng).astype(np.float32)
+    original = images.to_channels(as_0_255(source), channels)
+    noisy = noise(original, rng).astype(np.float32)
     output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap)[0]
     if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
         output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
@@ -131,7 +162,16 @@ def full_size_result(model, path, noise, rng, args):
     # Score what is written, in the model's channels: a gray file on 3 equal channels, without alpha, 0-255.
     shown = picture if picture.ndim == 3 else np.repeat(picture[:, :, np.newaxis], 3, axis=2)
     written = images.to_channels(shown[:, :, :3], channels).astype(np.float32) / source.scale
-    return reference.astype(np.float32), noisy, written, picture
+    reference = original.astype(np.float32)
+    if args.clean_dir is not None:
+        reference = clean_version(path, args, original.shape, full_depth=True)
+    return reference, noisy, written, picture
+
+
+def as_0_255(image_file):
+    """The HxWx3 pixels of an `ImageFile` on the 0-255 scale (uint8 as they are, 16 bits as float32)."""
+    pixels = image_file.pixels
+    return pixels if image_file.scale == 1 else pixels.astype(np.float32) / image_file.scale
 
 
 def show_window(triptych, title):
@@ -185,16 +225,24 @@ def is_inside(folder, parent):
     return folder == parent or parent in folder.parents
 
 
+def default_weights(test_noise_model):
+    """The shipped weights' name for a test noise: `camera` for already-noisy photos (where shipped), else the
+    default."""
+    real_photos = all(name == "clean" for name, _ in parse_noise_specs(test_noise_model))
+    return REAL_PHOTO_SHIPPED if real_photos and REAL_PHOTO_SHIPPED in cli.shipped_weights() else DEFAULT_SHIPPED
+
+
 def load_model(args):
     """The --model network with the --weight_file weights (the shipped default where none is given)."""
     import model as models
 
     if args.weight_file is None:
-        if DEFAULT_SHIPPED not in cli.shipped_weights():
+        name = default_weights(args.test_noise_model)
+        if name not in cli.shipped_weights():
             raise cli.UserError(f"--weight_file: not given, and there are no shipped weights in "
                                 f"{cli.SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
-        args.weight_file = cli.shipped_weights()[DEFAULT_SHIPPED]
-        print(f"using the shipped {DEFAULT_SHIPPED} weights: {args.weight_file}")
+        args.weight_file = cli.shipped_weights()[name]
+        print(f"using the shipped {name} weights: {args.weight_file}")
     try:
         model = models.get_model(args.model, channels=models.channels_of_weights(args.weight_file))
         models.load_weights(model, args.weight_file)
@@ -218,8 +266,9 @@ def denoise_folder(model, paths, args, output_dir):
     """Denoise every image, save or show it; returns [(name, noisy PSNR, noisy SSIM, denoised PSNR, denoised
     SSIM)] for every image that has a clean reference."""
     noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
-    # With 'clean' the input is already noisy: there is no clean reference to score against.
-    has_reference = any(name != "clean" for name, _ in parse_noise_specs(args.test_noise_model))
+    # With 'clean' the input is already noisy: only a --clean_dir version can be scored against.
+    has_reference = args.clean_dir is not None or any(name != "clean"
+                                                       for name, _ in parse_noise_specs(args.test_noise_model))
     result_of = full_size_result if args.output_mode == "denoised" else triptych_result
     rows, done = [], 0
     names = output_names(paths, args.image_dir, keep_suffix=args.output_mode == "denoised")
@@ -231,7 +280,7 @@ def denoise_folder(model, paths, args, output_dir):
             continue
         reference, noisy, denoised, picture = result
         done += 1
-        if has_reference:
+        if has_reference and reference is not None:
             rows.append((name, *image_scores(reference, noisy), *image_scores(reference, denoised)))
             print(f"[{number}/{len(paths)}] {name}: noisy {rows[-1][1]:.2f} dB, denoised {rows[-1][3]:.2f} dB "
                   f"(SSIM {rows[-1][2]:.3f} -> {rows[-1][4]:.3f})")

@@ -1,7 +1,12 @@
 """Score denoisers on real noisy photos with ground truth: a folder holding noisy/ and clean/ (the same file
 names), e.g. PolyU-Canon5D2. Prints one JSON line per method: the noisy input, OpenCV's non-local means at
-each --nlm_h and at its best, and each of --weights, all scored by scikit-image's PSNR and SSIM."""
+each --nlm_h and at its best, and each of --weights, all scored by scikit-image's PSNR and SSIM. With --panel,
+also writes one crop side by side: noisy | each of --weights | clean."""
+import argparse
 import json
+from pathlib import Path
+
+import numpy as np
 
 import common
 
@@ -13,14 +18,43 @@ def get_args():
     parser = common.get_parser(__doc__)
     parser.add_argument("--pairs", type=cli.existing_dir, default=str(common.DATASETS / "PolyU-Canon5D2"),
                         help="folder with noisy/ and clean/ photos of the same names")
-    parser.add_argument("--weights", nargs="*", type=cli.weight_file, default=[cli.SHIPPED_WEIGHTS_DIR /
-                                                                                "gaussian.weights.h5"],
+    parser.add_argument("--weights", nargs="*", type=cli.weight_file,
+                        default=[path for name, path in cli.shipped_weights().items() if name in ("gaussian", "camera")],
                         help="weight files or shipped names to score (SRResNet or UNet, read off the file)")
     parser.add_argument("--nlm_h", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8],
                         help="filter strengths of cv2.fastNlMeansDenoisingColored to try (luma and colour alike)")
     parser.add_argument("--tile", type=int, default=0, help="denoise in tiles of this size (0: whole photos)")
     parser.add_argument("--mixed_precision", action="store_true", help="run the networks in bfloat16")
+    parser.add_argument("--panel", default=None, help="write noisy | each of --weights | clean of one crop here")
+    parser.add_argument("--panel_crop", default=None, type=crop_box,
+                        help="the panel's crop as NAME,X,Y,SIZE (a photo of noisy/, its left and top pixel, the "
+                             "square's side); default: a 160-pixel square at the centre of the first photo")
     return parser.parse_args()
+
+
+def crop_box(text):
+    """argparse type: NAME,X,Y,SIZE -> (name, x, y, size)."""
+    name, *numbers = text.rsplit(",", 3)
+    try:
+        x, y, size = (int(number) for number in numbers)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME,X,Y,SIZE with whole numbers, got {text!r}") from None
+    return name, x, y, size
+
+
+def write_panel(path, pairs, results, crop):
+    """noisy | each network's result | clean, of one square crop, side by side as a PNG with 4-pixel gaps."""
+    import cv2
+
+    names = [name for name, _, _ in pairs]
+    name, x, y, size = crop or (names[0], pairs[0][1].shape[1] // 2 - 80, pairs[0][1].shape[0] // 2 - 80, 160)
+    if name not in names:
+        raise SystemExit(f"real_photos.py: --panel_crop: no photo {name!r} in noisy/")
+    index = names.index(name)
+    _, noisy, clean = pairs[index]
+    panels = [image[y:y + size, x:x + size] for image in [noisy, *(result[index] for result in results), clean]]
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    cv2.imwrite(path, np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1))
 
 
 def read_pairs(folder):
@@ -75,9 +109,14 @@ def main():
         best = max(best or (result, h), (result, h), key=lambda pair: pair[0]["psnr"])
     if best:
         print(json.dumps({"bench": "real_photos", "method": f"nlm best (h={best[1]:g})", **best[0]}), flush=True)
+    denoised = []
     for path in args.weights:
-        result = scores(network_results(path, pairs, args.tile, args.mixed_precision), pairs)
-        print(json.dumps({"bench": "real_photos", "method": str(path), **result}), flush=True)
+        denoised.append(network_results(path, pairs, args.tile, args.mixed_precision))
+        shipped = Path(path).resolve().parent == cli.SHIPPED_WEIGHTS_DIR
+        method = Path(path).name if shipped else str(path)  # shipped ones by name: camera.weights.h5
+        print(json.dumps({"bench": "real_photos", "method": method, **scores(denoised[-1], pairs)}), flush=True)
+    if args.panel:
+        write_panel(args.panel, pairs, denoised, args.panel_crop)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,10 @@ def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output
     (["--tile", "64"], ["--tile", "larger than --tile_overlap"]),
     (["--tile_overlap", "-16", "--tile", "128"], ["--tile_overlap", "multiple of 16"]),
     (["--weight_file", "gausian"], ["--weight_file", "gausian", "shipped weights (gaussian"]),
+    (["--clean_dir", "."], ["--clean_dir", "--test_noise_model clean"]),  # scores noisy photos, adds no noise
+    (["--clean_dir", "MISSING", "--test_noise_model", "clean"], ["--clean_dir", "MISSING"]),
 ])
-def test_test_model_rejects_bad_tiles_and_unknown_weight_names(args, needles, image_folder, output_dir):
+def test_test_model_rejects_bad_tiles_weight_names_and_clean_dirs(args, needles, image_folder, output_dir):
     result = run_main("test_model", "--image_dir", image_folder, "--output_dir", output_dir, *args)
     assert_one_line_error(result, *needles)
     assert_untouched(output_dir)

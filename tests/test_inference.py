@@ -83,7 +83,7 @@ def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     models.load_weights(model, cli.shipped_weights()[name])
     noise_spec = re.search(rf"^\| `{name}` \| `([^`]+)`", (REPO / "result" / "README.md").read_text(), re.MULTILINE)
     noise, rng = get_noise_model(noise_spec.group(1)), np.random.default_rng(0)
-    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP)
+    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, clean_dir=None)
     ours, independent = [], []
     for path in images.list_images(folder):
         original, _, denoised, _ = test_model.triptych_result(model, path, noise, rng, args)

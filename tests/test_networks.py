@@ -224,6 +224,17 @@ def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mi
     assert model.predict_on_batch(x).dtype == np.float32 and np.isfinite(logs["loss"][0])
 
 
+@pytest.mark.parametrize("flags, emulated", [("fpu sse2 avx avx2 fma", True), ("avx2 avx512f avx512_bf16", False),
+                                             ("avx2 avx512f", False), (None, False)])
+def test_mixed_precision_warns_only_on_cpus_that_emulate_bfloat16(tmp_path, flags, emulated):
+    """An AVX2-only x86 CPU emulates bfloat16 (train.py warns); with AVX-512, or where /proc/cpuinfo has no
+    flags (another platform), no warning."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\n" + (f"flags\t\t: {flags}\n" if flags else "Features\t: neon\n"))
+    assert models.cpu_emulates_bfloat16(cpuinfo) is emulated
+    assert models.cpu_emulates_bfloat16(tmp_path / "missing") is False
+
+
 def noisy_pairs(sizes, seed=0):
     """[(noisy, clean)] validation pairs of random float32 0-255 images of the (height, width) `sizes`."""
     rng = np.random.default_rng(seed)

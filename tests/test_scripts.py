@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from conftest import DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, run_main, run_script
+import cli
+import test_model
+from conftest import (DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, run_main, run_script,
+                      synthetic_photo)
+from noise_model import get_noise_model
 from plot_history import load_history
 
 TINY = ["--nb_epochs", 2, "--steps", 3, "--batch_size", 4, "--image_size", 32]
@@ -283,6 +287,42 @@ def test_test_model_clean_noise_denoises_photos_as_they_are(trained_run, image_f
     width = triptych.shape[1] // 3
     np.testing.assert_array_equal(triptych[:, :width], triptych[:, width:2 * width])  # input shown unchanged
     assert "dB" not in result.stdout  # no clean reference, so no PSNR
+
+
+def test_test_model_scores_noisy_photos_against_their_clean_dir(trained_run, image_folder, tmp_path):
+    """--clean_dir: each already-noisy photo is scored against its same-named clean version, which the triptych
+    shows first; a photo without one is denoised, left unscored, and named in a warning."""
+    noisy_dir, clean_dir = tmp_path / "noisy", tmp_path / "clean"
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "sub/c.png", "lonely.png"):
+        clean = synthetic_photo(rng, 48, 64)
+        for folder, image in ((clean_dir, clean), (noisy_dir, get_noise_model("gaussian,20,20")(clean, rng))):
+            if folder == noisy_dir or name != "lonely.png":
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / name), image)
+    weights = sorted(trained_run.glob("weights.*.weights.h5"))[-1]
+    result = run_main("test_model", "--weight_file", weights, "--image_dir", noisy_dir, "--clean_dir", clean_dir,
+                      "--test_noise_model", "clean", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not scoring" in result.stderr and "lonely.png" in result.stderr
+    scored = [noisy_dir / "a.png", noisy_dir / "sub" / "c.png"]
+    assert_printed_scores_match_the_panels(result.stdout, scored, noisy_dir, tmp_path / "out", improves=False)
+    for path in scored:
+        triptych = cv2.imread(str(tmp_path / "out" / path.relative_to(noisy_dir)))
+        np.testing.assert_array_equal(triptych[:, :64], cv2.imread(str(clean_dir / path.relative_to(noisy_dir))))
+        np.testing.assert_array_equal(triptych[:, 64:128], cv2.imread(str(path)))
+    assert (tmp_path / "out" / "lonely.png").exists() and "mean over 2 images" in result.stdout
+
+
+def test_already_noisy_photos_get_the_camera_weights_by_default(monkeypatch):
+    """Without --weight_file, test_model.py picks the shipped camera weights for --test_noise_model clean (real
+    photos) and the gaussian ones for added noise; without shipped camera weights, gaussian for both."""
+    shipped = {"gaussian": "g.weights.h5", "camera": "c.weights.h5"}
+    monkeypatch.setattr(cli, "shipped_weights", lambda: shipped)
+    assert [test_model.default_weights(spec) for spec in ("clean", "gaussian,25,25", "clean+clean")] == \
+           ["camera", "gaussian", "camera"]
+    del shipped["camera"]
+    assert test_model.default_weights("clean") == "gaussian"
 
 
 def test_test_model_without_display_or_output_dir_says_what_to_do(trained_run, image_folder):
