@@ -116,8 +116,8 @@ def gpu_compute_capability():
 
 
 def cpu_emulates_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """True where a Linux x86 CPU has no AVX-512 (no avx512f flag): the backends' CPU kernels then have no bfloat16
-    path and emulate it, far slower than float32. False where the flags cannot be read (not Linux, not x86)."""
+    """True where a Linux x86 CPU has no AVX-512 (no avx512f flag): much of a bfloat16 training step is then
+    emulated, several times slower than float32. False where the flags cannot be read (not Linux, not x86)."""
     try:
         with open(cpuinfo) as handle:
             flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), None)

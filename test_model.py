@@ -56,7 +56,8 @@ def get_args(argv=None):
                         help="model architecture of the weights")
     parser.add_argument("--weight_file", type=cli.weight_file, default=None,
                         help="trained weights: a train.py .weights.h5 checkpoint, an original Keras 2 .hdf5, or the "
-                             f"name of weights shipped in result/weights ({', '.join(cli.shipped_weights()) or 'none'}); "
+                             f"name of weights shipped in result/weights "
+                             f"({', '.join(cli.shipped_weights()) or 'none'}); "
                              f"if not given, the shipped {REAL_PHOTO_SHIPPED!r} SRResNet for --test_noise_model clean "
                              f"(real photos) and the shipped {DEFAULT_SHIPPED!r} one otherwise")
     parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",

@@ -104,8 +104,8 @@ def add_speed_flags(parser):
                             "validation and checkpoints are unchanged). Keras' PyTorch backend takes only 1")
     group.add_argument("--mixed_precision", action="store_true",
                        help="compute in bfloat16 (float16 with loss scaling on GPUs older than Ampere); weights, "
-                            "outputs, loss and PSNR stay float32. About 2x faster on recent GPUs and on CPUs with AVX-512; "
-                            "far slower on CPUs without it (bfloat16 emulated)")
+                            "outputs, loss and PSNR stay float32. About 2x faster on recent GPUs and on CPUs with "
+                            "AVX-512; several times slower on CPUs without it")
     group.add_argument("--distribute", choices=cli.DISTRIBUTE_MODES, default="none",
                        help="data-parallel training: none (one device); mirrored (every GPU of this machine, "
                             "TensorFlow or JAX); multiworker (several machines, TensorFlow, cluster from TF_CONFIG). "
@@ -177,9 +177,9 @@ def build_model(args, replicas=1):
     if args.mixed_precision:
         print(f"mixed precision: {models.use_mixed_precision()}")
         if models.gpu_compute_capability() is None and models.cpu_emulates_bfloat16():
-            print("warning: --mixed_precision: this CPU has no AVX-512, so bfloat16 is emulated and training "
-                  "is several times slower than without the flag "
-                  "(benchmarks/RESULTS.md)", file=sys.stderr)
+            print("warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is "
+                  "emulated and training is several times slower than without the flag "
+                  "(docs/speed.md)", file=sys.stderr)
     synchronized = replicas > 1 and keras.backend.backend() == "tensorflow"
     model = models.get_model(args.model, channels=args.channels, synchronized_bn=synchronized)
     if args.weight:

@@ -69,7 +69,8 @@ def main():
                       **mean_stats(pairs, lambda name, noisy, clean: noisy)}), flush=True)
     for spec in args.noise:
         noise, rng = get_noise_model(spec), np.random.default_rng(args.seed)
-        line = {"bench": "noise_stats", "noise": spec, **mean_stats(pairs, lambda name, noisy, clean: noise(clean, rng))}
+        line = {"bench": "noise_stats", "noise": spec,
+                **mean_stats(pairs, lambda name, noisy, clean: noise(clean, rng))}
         if args.draws:
             line["bias_psnr"] = bias_psnr(pairs, noise, rng, args.draws)
         print(json.dumps(line), flush=True)

@@ -19,7 +19,8 @@ def get_args():
     parser.add_argument("--pairs", type=cli.existing_dir, default=str(common.DATASETS / "PolyU-Canon5D2"),
                         help="folder with noisy/ and clean/ photos of the same names")
     parser.add_argument("--weights", nargs="*", type=cli.weight_file,
-                        default=[path for name, path in cli.shipped_weights().items() if name in ("gaussian", "camera")],
+                        default=[path for name, path in cli.shipped_weights().items()
+                                 if name in ("gaussian", "camera")],
                         help="weight files or shipped names to score (SRResNet or UNet, read off the file)")
     parser.add_argument("--nlm_h", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8],
                         help="filter strengths of cv2.fastNlMeansDenoisingColored to try (luma and colour alike)")

@@ -1,5 +1,6 @@
 """Inference: tiled prediction against whole-image prediction, and the weights shipped in result/weights."""
 import argparse
+import json
 import re
 
 import cli
@@ -90,4 +91,35 @@ def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
         ours.append(test_model.image_scores(original, denoised)[0])
         independent.append(peak_signal_noise_ratio(original, denoised, data_range=255))
     reported = shipped_psnr_table()[name]
+    assert abs(np.mean(ours) - reported) <= 0.05 and abs(np.mean(independent) - reported) <= 0.05, (ours, independent)
+
+
+def real_photo_psnr():
+    """{shipped name: PolyU-Canon5D2 PSNR} from result/real_photos.jsonl (benchmarks/real_photos.py's lines)."""
+    lines = [json.loads(line) for line in (REPO / "result" / "real_photos.jsonl").read_text().splitlines() if line]
+    return {line["method"].removesuffix(".weights.h5"): line["psnr"] for line in lines
+            if line["method"].removesuffix(".weights.h5") in cli.shipped_weights()}
+
+
+def test_the_camera_weights_have_a_reported_real_photo_psnr():
+    assert "camera" in cli.shipped_weights() and "camera" in real_photo_psnr()
+
+
+def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name="camera"):
+    """Regression test: test_model.py --test_noise_model clean --clean_dir with the shipped camera weights on the
+    real noisy photos of PolyU-Canon5D2 gives the PSNR result/real_photos.jsonl reports, within 0.05 dB (the
+    project's PSNR and, independently, scikit-image's)."""
+    folder = require(DATASETS / "PolyU-Canon5D2")
+    model = models.get_model("srresnet")
+    models.load_weights(model, cli.shipped_weights()[name])
+    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, image_dir=folder / "noisy",
+                              clean_dir=folder / "clean")
+    noise, rng = get_noise_model("clean"), np.random.default_rng(0)
+    ours, independent = [], []
+    for path in images.list_images(folder / "noisy"):
+        clean, _, denoised, _ = test_model.triptych_result(model, path, noise, rng, args)
+        ours.append(test_model.image_scores(clean, denoised)[0])
+        independent.append(peak_signal_noise_ratio(clean, denoised, data_range=255))
+    reported = real_photo_psnr()[name]
+    assert len(ours) == 29
     assert abs(np.mean(ours) - reported) <= 0.05 and abs(np.mean(independent) - reported) <= 0.05, (ours, independent)
