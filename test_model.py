@@ -88,7 +88,7 @@ def get_args(argv=None):
     args = parser.parse_args(argv)
     if args.output_mode == "denoised" and args.output_dir is None:
         parser.error("argument --output_mode: 'denoised' writes image files: pass --output_dir FOLDER")
-    if args.clean_dir and any(name != "clean" for name, _ in parse_noise_specs(args.test_noise_model)):
+    if args.clean_dir and adds_noise(args.test_noise_model):
         parser.error("argument --clean_dir: scores already-noisy photos: use it with --test_noise_model clean")
     if args.tile and args.tile <= args.tile_overlap:
         parser.error(f"argument --tile: must be larger than --tile_overlap ({args.tile_overlap}), got {args.tile}")
@@ -113,16 +113,19 @@ def image_scores(reference, image):
                               image[np.newaxis].astype(np.float32))
 
 
+def adds_noise(test_noise_model):
+    """False for `clean` (and clean+clean): the test images are already noisy, there is no original to score against."""
+    return any(name != "clean" for name, _ in parse_noise_specs(test_noise_model))
+
+
 def clean_version(path, args, shape, full_depth):
     """The --clean_dir version of the noisy photo `path` (HxWxC as `shape`, cropped like the photo; uint8, or with
     full_depth on the 0-255 scale as float32 for 16-bit files), or None with a warning where there is none of the
     photo's size."""
     clean_path = Path(args.clean_dir) / path.relative_to(args.image_dir)
-    clean_file = images.read_image_file(clean_path) if clean_path.is_file() else None
-    clean = None
-    if clean_file is not None:
-        pixels = as_0_255(clean_file) if full_depth else images.read_image(clean_path)
-        clean = images.to_channels(pixels, shape[2])[: shape[0], : shape[1]]
+    clean_file = images.read_image_file(clean_path) if full_depth else None
+    pixels = (None if clean_file is None else as_0_255(clean_file)) if full_depth else images.read_image(clean_path)
+    clean = None if pixels is None else images.to_channels(pixels, shape[2])[: shape[0], : shape[1]]
     if clean is None or clean.shape != shape:
         print(f"warning: not scoring {path}: no clean version of its size at {clean_path}", file=sys.stderr)
         return None
@@ -229,7 +232,7 @@ def is_inside(folder, parent):
 def default_weights(test_noise_model):
     """The shipped weights' name for a test noise: `camera` for already-noisy photos (where shipped), else the
     default."""
-    real_photos = all(name == "clean" for name, _ in parse_noise_specs(test_noise_model))
+    real_photos = not adds_noise(test_noise_model)
     return REAL_PHOTO_SHIPPED if real_photos and REAL_PHOTO_SHIPPED in cli.shipped_weights() else DEFAULT_SHIPPED
 
 
@@ -268,8 +271,7 @@ def denoise_folder(model, paths, args, output_dir):
     SSIM)] for every image that has a clean reference."""
     noise, rng = get_noise_model(args.test_noise_model), np.random.default_rng(args.seed)
     # With 'clean' the input is already noisy: only a --clean_dir version can be scored against.
-    has_reference = args.clean_dir is not None or any(name != "clean"
-                                                       for name, _ in parse_noise_specs(args.test_noise_model))
+    has_reference = args.clean_dir is not None or adds_noise(args.test_noise_model)
     result_of = full_size_result if args.output_mode == "denoised" else triptych_result
     rows, done = [], 0
     names = output_names(paths, args.image_dir, keep_suffix=args.output_mode == "denoised")
