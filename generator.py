@@ -151,9 +151,9 @@ def shared_batch_buffers(count, shape):
 def _serve_batches(connection, slot, batch_args, buffers):
     """A forked batch-making process: for each (seed, epoch, index) received, make that batch into buffer
     `slot` and answer None (or the exception); None received, or the parent gone, ends it. Ctrl-C is the
-    parent's to handle, and OpenCV keeps to one thread: the processes are the parallelism."""
+    parent's to handle. OpenCV runs single-threaded here (set by the parent before the fork): the processes are
+    the parallelism."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
     while True:
         try:
             request = connection.recv()
@@ -192,9 +192,14 @@ class BatchProcesses:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
             warnings.filterwarnings("ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning)
+            # OpenCV's thread pool is shrunk to one thread around the fork, in this process: a child that did it
+            # itself would wait forever on the condition variable of the parent's idle pool threads, which it lacks.
+            opencv_threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
             try:
                 self._fork(context, count, batch_args)
             finally:
+                cv2.setNumThreads(opencv_threads)
                 gc.unfreeze()  # in this process only: the children keep theirs frozen
 
     def _fork(self, context, count, batch_args):

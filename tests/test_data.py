@@ -1,6 +1,8 @@
 """Image listing and reading, the training patch generator and the validation set."""
 import gc
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import cli
@@ -12,7 +14,7 @@ import pytest  # noqa: E402
 
 import generator  # noqa: E402
 import images  # noqa: E402
-from conftest import synthetic_photo  # noqa: E402
+from conftest import REPO, synthetic_photo  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 
 
@@ -231,6 +233,32 @@ def test_batches_come_from_the_forked_processes_which_close_ends(photos):
     assert makers and makers <= {process.pid for process in processes} and os.getpid() not in makers
     data.close()
     assert not any(process.is_alive() for process in processes)
+
+
+FORK_AFTER_BUSY_OPENCV = """
+import time, cv2, numpy as np
+import generator
+from noise_model import get_noise_model
+photo = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+for _ in range(3):
+    cv2.GaussianBlur(photo, (0, 0), 3)  # OpenCV's pool threads now exist, idle on their condition variable
+time.sleep(0.3)
+threads = cv2.getNumThreads()
+data = generator.NoisyImageGenerator([photo], get_noise_model("gaussian,25,25"), get_noise_model("clean"),
+                                     batch_size=2, image_size=32, steps=2, seed=0, processes=2)
+print(data[0][0].shape, data[1][0].shape, cv2.getNumThreads() == threads, flush=True)
+data.close()
+"""
+
+
+def test_batch_processes_start_after_opencv_has_used_its_threads():
+    """A training process whose OpenCV thread pool has run (reading and noising photos does) forks its batch
+    processes, and they make batches: none waits forever on the pool threads it did not inherit (a child
+    that resized OpenCV's pool itself did), and this process keeps its OpenCV threads. In a new interpreter, so a deadlock fails here instead of hanging."""
+    result = subprocess.run([sys.executable, "-c", FORK_AFTER_BUSY_OPENCV], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(2, 32, 32, 3) (2, 32, 32, 3) True" in result.stdout, result.stdout
 
 
 class Finalized:

@@ -23,8 +23,9 @@ from plot_history import load_history  # noqa: E402
 EPOCHS, LR = 4, 0.001
 
 
-def train_args(image_folder, output):
-    return ["--image_dir", image_folder, "--test_dir", image_folder, "--nb_epochs", EPOCHS, "--steps", 4,
+def train_args(image_folder, output, val_folder=None):
+    """Tiny l0 runs; validation on `val_folder` (default: the training folder)."""
+    return ["--image_dir", image_folder, "--test_dir", val_folder or image_folder, "--nb_epochs", EPOCHS, "--steps", 4,
             "--batch_size", 2, "--image_size", 32, "--lr", LR, "--loss", "l0", "--seed", 3,
             "--workers", 2, "--output_path", output]
 
@@ -40,11 +41,11 @@ def train(env, *args):
     return run_main("train", *args) if env is None else run_script("train.py", *args, env=env)
 
 
-def kill_during_epoch(image_folder, output, after_epochs, env=None):
+def kill_during_epoch(image_folder, output, after_epochs, env=None, val_folder=None):
     """Start train.py and SIGKILL it as soon as it prints that epoch after_epochs + 1 has begun (Keras' 'Epoch
     N/M', printed after the earlier epochs' files are written): whatever the machine's speed, mid-run."""
     environment = {**os.environ, **(env or {}), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, train_args(image_folder, output))],
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, train_args(image_folder, output, val_folder))],
                                env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     printed = []
     for line in process.stdout:
@@ -57,13 +58,13 @@ def kill_during_epoch(image_folder, output, after_epochs, env=None):
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, image_folder, tmp_path):
+def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, image_folder, small_photos, tmp_path):
     env = None if backend == "tensorflow" else require_backend(backend)
     output = tmp_path / "run"
-    kill_during_epoch(image_folder, output, after_epochs=2, env=env)
+    kill_during_epoch(image_folder, output, after_epochs=2, env=env, val_folder=small_photos)
     done = completed_epochs(output)
     assert done == 2
-    result = train(env, *train_args(image_folder, output), "--resume")
+    result = train(env, *train_args(image_folder, output, small_photos), "--resume")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     backup = completed_epochs(output)
     assert f"resuming {output} after epoch" in result.stdout and "other flags" not in result.stderr
@@ -85,13 +86,13 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
     # exactly where an uninterrupted run would be; that run also makes 2 steps per compiled call
     # (--steps_per_execution), which must not change the training either.
     uninterrupted = tmp_path / "uninterrupted"
-    assert train(env, *train_args(image_folder, uninterrupted), "--steps_per_execution", 2).returncode == 0
+    assert train(env, *train_args(image_folder, uninterrupted, small_photos), "--steps_per_execution", 2).returncode == 0
     expected = load_history(uninterrupted)
     for key in ("loss", "val_loss", "val_PSNR"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)
     # --resume of a finished run trains nothing and changes nothing.
     before = (uninterrupted / "history.npz").read_bytes()
-    again = train(env, *train_args(image_folder, uninterrupted), "--steps_per_execution", 2, "--resume")
+    again = train(env, *train_args(image_folder, uninterrupted, small_photos), "--steps_per_execution", 2, "--resume")
     finished = f"has finished its {EPOCHS} epochs; nothing to train"
     assert again.returncode == 0 and finished in again.stdout, again.stderr[-2000:]
     assert (uninterrupted / "history.npz").read_bytes() == before
