@@ -13,8 +13,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inference import reflect_padded
-from model import ImageScores, L0Loss, l0_gamma, learning_rate_at
+from inference import predict_padded, reflect_padded
+from model import ImageScores, L0Loss, NeighborLoss, l0_gamma, learning_rate_at, neighbor_gamma
 
 BACKUP_FOLDER = "backup"  # in the output folder: what --resume continues from
 STATE_FILE = "state.json"  # in the backup folder, written last: {epoch, weights, flags, history}
@@ -65,30 +65,48 @@ class ImageValidation(keras.callbacks.Callback):
     pads), predicted and scored by a `validation_model`. Must come before the callbacks that read val_*.
     """
 
-    def __init__(self, pairs, loss, replicas=1):
+    def __init__(self, pairs, loss, replicas=1, network=None):
         super().__init__()
         self.inputs = [[fill_to_multiple(reflect_padded(noisy), replicas), fill_to_multiple(clean, replicas)]
                        for noisy, clean in pairs]
         self.loss = loss
+        self.network = network  # the denoiser, where the fitted model is a training wrapper around it
         self.scores = None  # built at the first use, inside fit (and its distribution scope)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.scores is None:
-            self.scores = validation_model(self.model, self.loss, self.inputs[0][1].shape[-1])
+            self.scores = validation_model(self.network or self.model, self.loss, self.inputs[0][1].shape[-1])
         per_image = [np.asarray(self.scores.predict_on_batch(inputs), np.float64)[0] for inputs in self.inputs]
         logs.update(zip(("val_loss", "val_PSNR", "val_SSIM"), map(float, np.mean(per_image, axis=0))))
 
 
-class AnnealL0Gamma(keras.callbacks.Callback):
-    """Sets the L0 loss' gamma at the start of every epoch (model.l0_gamma)."""
+class NeighborValidation(keras.callbacks.Callback):
+    """val_loss where the validation images are noisy themselves (no PSNR can be computed): Neighbor2Neighbor's
+    reconstruction error mean((f(g1 y) - g2 y)^2) over the images, with one draw of pairs fixed for the run. The
+    better the network predicts a pixel from its noisy neighbours, the lower; the best checkpoint minimises it.
+    `sub_images`: [(g1, g2)] of generator.neighbor_validation_data."""
 
-    def __init__(self, l0_loss, nb_epochs):
+    def __init__(self, sub_images, network):
         super().__init__()
-        self.l0_loss = l0_loss
-        self.nb_epochs = nb_epochs
+        self.sub_images = sub_images
+        self.network = network
+
+    def on_epoch_end(self, epoch, logs=None):
+        errors = [np.mean(np.square(predict_padded(self.network, first) - second)) for first, second in self.sub_images]
+        logs["val_loss"] = float(np.mean(errors))
+
+
+class AnnealLossGamma(keras.callbacks.Callback):
+    """Sets a loss' gamma variable to schedule(epoch) at the start of every epoch (the L0 loss' model.l0_gamma,
+    Neighbor2Neighbor's model.neighbor_gamma): from the epoch's real index, so a resumed run carries on."""
+
+    def __init__(self, loss, schedule):
+        super().__init__()
+        self.loss = loss
+        self.schedule = schedule
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.l0_loss.gamma.assign(l0_gamma(epoch, self.nb_epochs))
+        self.loss.gamma.assign(self.schedule(epoch))
         if keras.backend.backend() != "tensorflow":
             # JAX and torch trace the variable's value as a constant: retrace once per epoch.
             self.model.make_train_function(force=True)
@@ -96,28 +114,30 @@ class AnnealL0Gamma(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the weights each time `monitor` beats its best (mode max), as Keras' ModelCheckpoint with
-    save_best_only, but atomically. `path_template` is formatted with epoch (1-based) and the epoch's logs;
-    `best` carries an interrupted run's best value over to its continuation."""
+    """Saves the weights (of `network`, else of the fitted model) each time `monitor` beats its best ("max":
+    rises, "min": falls), as Keras' ModelCheckpoint with save_best_only, but atomically. `path_template` is
+    formatted with epoch (1-based) and the epoch's logs; `best` carries an interrupted run's best value over."""
 
-    def __init__(self, path_template, monitor="val_PSNR", best=None):
+    def __init__(self, path_template, monitor="val_PSNR", best=None, mode="max", network=None):
         super().__init__()
         self.path_template = str(path_template)
         self.monitor = monitor
         self.best = best
+        self.better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+        self.network = network
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(value):
             print(f"\nEpoch {epoch + 1}: {self.monitor} is {value}: no checkpoint")
             return
-        if self.best is not None and value <= self.best:
+        if self.best is not None and not self.better(value, self.best):
             print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
             return
         path = self.path_template.format(epoch=epoch + 1, **logs)
         previous = "None" if self.best is None else f"{self.best:.5f}"
         print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {previous} to {value:.5f}, saving weights to {path}")
-        write_atomically(path, self.model.save_weights)
+        write_atomically(path, (self.network or self.model).save_weights)
         self.best = value
 
 
@@ -253,24 +273,34 @@ class ProgressLines(keras.callbacks.Callback):
 
 
 def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss, nan_advice="Lower the learning rate.",
-                       resume_from=None, replicas=1, run_flags=None, progress_lines=None):
+                       resume_from=None, replicas=1, run_flags=None, progress_lines=None, network=None,
+                       neighbor_gamma_max=2.0, noisy_validation=None):
     """The callbacks of a training run, in the order they must run: validation, LR schedule, best-val_PSNR
     checkpoint, history, --resume backup (`resume_from`: read_backup's state, continued), NaN stop, L0 annealing
-    where `loss` is an L0Loss, and ProgressLines with `progress_lines` (steps per epoch)."""
+    where `loss` is an L0Loss (Neighbor2Neighbor's gamma where a NeighborLoss), and ProgressLines with
+    `progress_lines` (steps per epoch). `network`: the denoiser validated and saved, where the fitted model is a
+    training wrapper around it; `noisy_validation`: where the validation images are noisy themselves, their
+    sub-images for NeighborValidation (val_loss, lowest best), in place of `validation_pairs`."""
     history = (resume_from or {}).get("history", {})
-    checkpoint = os.path.join(str(output_path), "weights.{epoch:03d}-{val_loss:.3f}-{val_PSNR:.5f}.weights.h5")
-    finite_scores = [value for value in history.get("val_PSNR", []) if math.isfinite(value)]
+    monitor, mode = ("val_loss", "min") if noisy_validation is not None else ("val_PSNR", "max")
+    scores = "{val_loss:.3f}" if noisy_validation is not None else "{val_loss:.3f}-{val_PSNR:.5f}"
+    name = "weights.{epoch:03d}-" + scores + ".weights.h5"
+    finite_scores = [value for value in history.get(monitor, []) if math.isfinite(value)]
     history_saver = HistorySaver(os.path.join(str(output_path), "history.npz"), history)
     callbacks = [
-        ImageValidation(validation_pairs, loss, replicas),
+        NeighborValidation(noisy_validation, network) if noisy_validation is not None
+        else ImageValidation(validation_pairs, "mse" if isinstance(loss, NeighborLoss) else loss, replicas, network),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
-        BestCheckpoint(checkpoint, monitor="val_PSNR", best=max(finite_scores, default=None)),
+        BestCheckpoint(os.path.join(str(output_path), name), monitor=monitor, mode=mode, network=network,
+                       best=(max if mode == "max" else min)(finite_scores, default=None)),
         history_saver,
         RunBackup(os.path.join(str(output_path), BACKUP_FOLDER), history_saver, run_flags, resume_from),
         StopOnNaN(nan_advice),
     ]
     if isinstance(loss, L0Loss):
-        callbacks.append(AnnealL0Gamma(loss, nb_epochs))
+        callbacks.append(AnnealLossGamma(loss, lambda epoch: l0_gamma(epoch, nb_epochs)))
+    if isinstance(loss, NeighborLoss):
+        callbacks.append(AnnealLossGamma(loss, lambda epoch: neighbor_gamma(epoch, nb_epochs, neighbor_gamma_max)))
     if progress_lines:
         callbacks.append(ProgressLines(nb_epochs, progress_lines))
     return callbacks

@@ -102,6 +102,26 @@ def positive_float(text):
     return value
 
 
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+class RememberGiven(argparse.Action):
+    """Stores the value like the default action, and sets `<dest>_given` True: whether the flag was on the command
+    line, even with its default value (a flag that another flag makes meaningless is then an error)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def bounded_int(low, high):
     """argparse type: a whole number from `low` to `high` (a seed, a size that must fit in memory)."""
     def whole_number_in_range(text):

@@ -23,6 +23,7 @@ import numpy as np
 
 from cli import can_fork
 from images import SIZE_MULTIPLE, crop_to_multiple, read_image, to_channels
+from inference import pixel_unshuffle
 
 
 # Natural photos that scikit-image ships inside its package, used when no
@@ -140,6 +141,39 @@ def make_batch(images, source_noise_model, target_noise_model, batch_size, image
     return sources, targets
 
 
+# Neighbor2Neighbor's 8 ordered pairs of horizontally or vertically adjacent pixels of a 2x2 cell, as positions
+# 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right (never the diagonals 0-3 and 1-2).
+# Seeds (seed, epoch, index, STREAM) of the draws made after a batch's patches and noise (make_batch's streams).
+NEIGHBOR_STREAM, SHUFFLE_STREAM = 1, 2
+NEIGHBOR_PAIRS = np.array([(0, 1), (0, 2), (1, 3), (2, 3), (1, 0), (2, 0), (3, 1), (3, 2)])
+
+
+def draw_neighbor_pairs(rng, batch_size, rows, columns):
+    """One of NEIGHBOR_PAIRS per 2x2 cell, independently: (batch_size, rows, columns, 8) float32 one-hot, [..., :4]
+    the position of the first pixel (for g1), [..., 4:] that of the second (g2); model.NeighborSubsample's input."""
+    drawn = NEIGHBOR_PAIRS[rng.integers(len(NEIGHBOR_PAIRS), size=(batch_size, rows, columns))]
+    one_hot = np.eye(4, dtype=np.float32)
+    return np.concatenate([one_hot[drawn[..., 0]], one_hot[drawn[..., 1]]], axis=-1)
+
+
+def neighbor_sub_images(images, pairs):
+    """(g1, g2) of (batch, H, W, C) images (H, W even) for `pairs` from draw_neighbor_pairs: each (batch, H/2, W/2, C),
+    the same positions in every channel (NumPy's twin of model.NeighborSubsample)."""
+    batch, height, width, channels = images.shape
+    cells = images.reshape(batch, height // 2, 2, width // 2, 2, channels).transpose(0, 1, 3, 2, 4, 5)
+    cells = cells.reshape(batch, height // 2, width // 2, 4, channels)
+    return tuple(np.take_along_axis(cells, np.argmax(part, axis=-1)[..., None, None], axis=3)[:, :, :, 0]
+                 for part in (pairs[..., :4], pairs[..., 4:]))
+
+
+def neighbor_validation_data(noisy_images, seed=0):
+    """[(g1, g2)] of each (1, H, W, C) float32 noisy validation image (H, W even), one draw of pairs from `seed`:
+    the same sub-images every epoch (callbacks.NeighborValidation)."""
+    rng = np.random.default_rng(seed)
+    return [neighbor_sub_images(noisy, draw_neighbor_pairs(rng, 1, noisy.shape[1] // 2, noisy.shape[2] // 2))
+            for noisy in noisy_images]
+
+
 def shared_batch_buffers(count, shape):
     """`count` (sources, targets) pairs of float32 arrays of `shape`, as one array (2, count, *shape) in an
     anonymous shared mapping: a process forked after this writes a batch into it and the parent reads it,
@@ -253,23 +287,28 @@ class NoisyImageGenerator(keras.utils.PyDataset):
 
     One epoch is `steps` batches; batch `index` of epoch `e` is drawn from generators seeded by (seed, e, index),
     so runs are reproducible whatever the number or scheduling of workers. With `processes` > 0 the same batches
-    are made in forked processes, off the training loop's GIL (for a fast GPU); close() ends them.
+    are made in forked processes, off the training loop's GIL (for a fast GPU); close() ends them. With
+    `neighbor2neighbor` a batch is ((noisy sources, pairs), g2 of the sources) instead (neighbor_batch). With
+    `pixel_shuffle` > 1 the patches are every pixel_shuffle-th pixel of larger ones (shuffled_sub_images).
     """
 
     def __init__(self, images, source_noise_model, target_noise_model, batch_size=16, image_size=64,
-                 steps=1000, seed=None, processes=0, **pydataset_kwargs):
+                 steps=1000, seed=None, processes=0, neighbor2neighbor=False, pixel_shuffle=1, **pydataset_kwargs):
         super().__init__(**pydataset_kwargs)
-        self.images = [image for image in images if min(image.shape[:2]) >= image_size]
+        crop = image_size * pixel_shuffle  # the patch whose every pixel_shuffle-th pixel makes the training patch
+        self.images = [image for image in images if min(image.shape[:2]) >= crop]
         if not self.images:
-            raise NoImagesError(f"no training image is at least {image_size}x{image_size} pixels")
+            raise NoImagesError(f"no training image is at least {crop}x{crop} pixels")
         self.batch_args = dict(images=self.images, source_noise_model=source_noise_model,
-                               target_noise_model=target_noise_model, batch_size=batch_size, image_size=image_size)
+                               target_noise_model=target_noise_model, batch_size=batch_size, image_size=crop)
         self.steps = steps
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
         self.epoch = 0
+        self.neighbor2neighbor = neighbor2neighbor
+        self.pixel_shuffle = pixel_shuffle
         self.processes = None
         if processes:
-            shape = (batch_size, image_size, image_size, self.images[0].shape[2])
+            shape = (batch_size, crop, crop, self.images[0].shape[2])
             self.processes = BatchProcesses(processes, self.batch_args, shape)
             weakref.finalize(self, self.processes.close)
 
@@ -278,8 +317,29 @@ class NoisyImageGenerator(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         if self.processes is None:
-            return make_batch(**self.batch_args, seed=self.seed, epoch=self.epoch, index=index)
-        return self.processes.make(self.seed, self.epoch, index)
+            sources, targets = make_batch(**self.batch_args, seed=self.seed, epoch=self.epoch, index=index)
+        else:
+            sources, targets = self.processes.make(self.seed, self.epoch, index)
+        if self.pixel_shuffle > 1:
+            sources, targets = self.shuffled_sub_images(sources, targets, index)
+        return self.neighbor_batch(sources, index) if self.neighbor2neighbor else (sources, targets)
+
+    def shuffled_sub_images(self, sources, targets, index):
+        """Pixel-shuffle downsampling of a batch of (stride * size)-pixel patches: for each, every stride-th pixel
+        from a random offset, in sources and targets alike (after the noise was added to the whole patch)."""
+        stride = self.pixel_shuffle
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index, SHUFFLE_STREAM]))
+        offsets = rng.integers(stride, size=(len(sources), 2))
+        return tuple(np.stack([batch[k, top::stride, left::stride] for k, (top, left) in enumerate(offsets)])
+                     for batch in (sources, targets))
+
+    def neighbor_batch(self, sources, index):
+        """Neighbor2Neighbor's batch of the noisy patches `sources`: ((sources, pairs), g2 of the sources), the
+        pairs drawn from their own stream of (seed, epoch, index): new every step, the same in every run."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index, NEIGHBOR_STREAM]))
+        batch_size, height, width = sources.shape[:3]
+        pairs = draw_neighbor_pairs(rng, batch_size, height // 2, width // 2)
+        return (sources, pairs), neighbor_sub_images(sources, pairs)[1]
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -302,3 +362,19 @@ def load_validation_data(images, val_noise_model, seed=0):
         raise NoImagesError(f"no validation image is at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels")
     return [(val_noise_model(clean, rng)[np.newaxis].astype(np.float32), clean[np.newaxis].astype(np.float32))
             for clean in cropped]
+
+
+def pixel_shuffled_validation(pairs, stride):
+    """Each (noisy, clean) validation pair as its stride**2 pixel-shuffled sub-image pairs (inference.pixel_unshuffle),
+    cropped to a multiple of 16: validation of a network trained with --pixel_shuffle, on what it denoises."""
+    shuffled = []
+    for noisy, clean in pairs:
+        height, width = (size // (stride * SIZE_MULTIPLE) * SIZE_MULTIPLE for size in noisy.shape[1:3])
+        if min(height, width) == 0:
+            continue
+        shuffled += [(sub_noisy[:, :height, :width], sub_clean[:, :height, :width]) for sub_noisy, sub_clean in
+                     zip(pixel_unshuffle(noisy, stride), pixel_unshuffle(clean, stride))]
+    if not shuffled:
+        raise NoImagesError(f"no validation image is at least {stride * SIZE_MULTIPLE} pixels on each side, as "
+                            f"--pixel_shuffle {stride} needs")
+    return shuffled

@@ -83,12 +83,43 @@ def predict_tiled(model, batch, tile, overlap=TILE_OVERLAP, progress=None):
     return (total / weight_sum[:, :, np.newaxis])[:, :height, :width]
 
 
-def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP, progress=None):
-    """float32 network output for a (n, H, W, C) 0-255 batch of any size: in tiles where tile > 0, else whole."""
+def pixel_unshuffle(batch, stride):
+    """(n, H, W, C) with H, W multiples of `stride` -> (stride**2, n, H/stride, W/stride, C): sub-image (i, j),
+    at index i * stride + j, holds every stride-th pixel from (i, j) on. Neighbours in it are `stride` pixels
+    apart in the photo, where the spatial correlation of camera noise has faded (pixel-shuffle downsampling)."""
+    return np.stack([batch[:, i::stride, j::stride] for i in range(stride) for j in range(stride)])
+
+
+def pixel_shuffle(sub_images, stride):
+    """The inverse of pixel_unshuffle: (stride**2, n, h, w, C) -> (n, h * stride, w * stride, C)."""
+    _, n, height, width, channels = sub_images.shape
+    batch = np.empty((n, height * stride, width * stride, channels), sub_images.dtype)
+    for index, sub_image in enumerate(sub_images):
+        batch[:, index // stride::stride, index % stride::stride] = sub_image
+    return batch
+
+
+def predict_shuffled(model, batch, stride, predict):
+    """predict(model, sub-image batch) on each of the `stride`**2 pixel-unshuffled sub-images of a (n, H, W, C)
+    float32 batch (mirrored at the bottom and right up to multiples of stride first), reassembled and cropped."""
+    height, width = batch.shape[1:3]
+    padding = ((0, 0), (0, -height % stride), (0, -width % stride), (0, 0))
+    sub_images = pixel_unshuffle(np.pad(batch, padding, mode="reflect"), stride)
+    predicted = np.stack([predict(model, sub_image) for sub_image in sub_images])
+    return pixel_shuffle(predicted, stride)[:, :height, :width]
+
+
+def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP, progress=None, stride=1):
+    """float32 network output for a (n, H, W, C) 0-255 batch of any size: in tiles where tile > 0, else whole;
+    stride > 1: on its pixel-shuffled sub-images (predict_shuffled), for a network trained on such."""
+    if stride > 1:
+        return predict_shuffled(model, batch, stride, lambda network, sub_image: predict_images(
+            network, sub_image, tile, overlap, progress))
     return predict_tiled(model, batch, tile, overlap, progress) if tile else predict_padded(model, batch)
 
 
-def denoise(model, image, tile=0, overlap=TILE_OVERLAP):
-    """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); tile > 0: in tiles."""
-    prediction = predict_images(model, image[np.newaxis].astype(np.float32), tile, overlap)[0]
+def denoise(model, image, tile=0, overlap=TILE_OVERLAP, stride=1):
+    """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); tile > 0: in tiles;
+    stride > 1: on pixel-shuffled sub-images."""
+    prediction = predict_images(model, image[np.newaxis].astype(np.float32), tile, overlap, stride=stride)[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

@@ -193,7 +193,7 @@ def psnr_metric():
 class L0Loss(keras.losses.Loss):
     """Annealed L0 loss (|y - y'| + 1e-8) ** gamma, mean over the pixels.
 
-    gamma lives in a variable that `AnnealL0Gamma` lowers from 2 towards 0.
+    gamma lives in a variable that `AnnealLossGamma` lowers from 2 towards 0.
     """
 
     def __init__(self, gamma=2.0, name="l0"):
@@ -207,7 +207,7 @@ class L0Loss(keras.losses.Loss):
 
 
 def get_loss(loss_name):
-    """'mse' | 'mae' | 'l0' -> a Keras loss (for 'l0' a new `L0Loss`, whose gamma AnnealL0Gamma lowers)."""
+    """'mse' | 'mae' | 'l0' -> a Keras loss (for 'l0' a new `L0Loss`, whose gamma AnnealLossGamma lowers)."""
     if loss_name == "l0":
         return L0Loss()
     if loss_name in ("mse", "mae"):
@@ -218,6 +218,84 @@ def get_loss(loss_name):
 def l0_gamma(epoch, nb_epochs):
     """gamma at the start of 0-based `epoch`: 2 * (nb_epochs - epoch) / nb_epochs."""
     return 2.0 * (nb_epochs - epoch) / nb_epochs
+
+
+# Neighbor2Neighbor (Huang et al., CVPR 2021). A noisy patch is split into 2x2 cells; in each cell a pair of
+# pixels that are horizontal or vertical neighbours (never diagonal) is drawn, its first pixel going to the
+# sub-image g1, its second to g2. `pairs` says which: (batch, H/2, W/2, 8) float one-hot, [..., :4] the cell
+# position (top-left, top-right, bottom-left, bottom-right) of g1's pixel, [..., 4:] that of g2's.
+NEIGHBOR_CELL = 2
+
+
+def cell_pixels(images):
+    """(batch, H, W, C) -> (batch, H/2, W/2, 4, C): the 4 pixels of every 2x2 cell, in the order TL, TR, BL, BR."""
+    shape = ops.shape(images)
+    rows, columns, channels = shape[1] // NEIGHBOR_CELL, shape[2] // NEIGHBOR_CELL, shape[3]
+    cells = ops.reshape(images, (-1, rows, NEIGHBOR_CELL, columns, NEIGHBOR_CELL, channels))
+    return ops.reshape(ops.transpose(cells, (0, 1, 3, 2, 4, 5)), (-1, rows, columns, 4, channels))
+
+
+class NeighborSubsample(layers.Layer):
+    """(images (batch, H, W, C), pairs (batch, H/2, W/2, 8)) -> the sub-images (g1, g2), each (batch, H/2, W/2, C):
+    the same pixel positions in every channel."""
+
+    def call(self, images, pairs):
+        cells = cell_pixels(images)
+        pairs = ops.cast(pairs, cells.dtype)
+        first = ops.sum(cells * ops.expand_dims(pairs[..., :4], -1), axis=3)
+        second = ops.sum(cells * ops.expand_dims(pairs[..., 4:], -1), axis=3)
+        return first, second
+
+    def compute_output_shape(self, images_shape, pairs_shape):
+        # (JAX cannot trace the reshape for unknown sizes; the shapes are known without it.)
+        batch, height, width, channels = images_shape
+        half = [None if size is None else size // NEIGHBOR_CELL for size in (height, width)]
+        return (batch, *half, channels), (batch, *half, channels)
+
+
+class StopGradient(layers.Layer):
+    """The input, through which no gradient flows."""
+
+    def call(self, inputs):
+        return ops.stop_gradient(inputs)
+
+
+def neighbor2neighbor_model(denoiser):
+    """The model Neighbor2Neighbor trains: [noisy (batch, H, W, C), pairs] -> (batch, H/2, W/2, 2C), the
+    concatenation of f(g1 y), through which the gradient flows, and g1 f(y) - g2 f(y) of the network on the
+    whole patch, through which none does (NeighborLoss takes them apart). It shares `denoiser`'s weights."""
+    channels = denoiser.input_shape[-1]
+    noisy, pairs = keras.Input((None, None, channels)), keras.Input((None, None, 2 * 4))
+    first, _ = NeighborSubsample(name="sub_images")(noisy, pairs)
+    denoised_first = denoiser(first)
+    whole_first, whole_second = NeighborSubsample(name="sub_images_of_whole")(StopGradient()(denoiser(noisy)), pairs)
+    consistency = layers.Subtract(dtype="float32")([whole_first, whole_second])
+    outputs = layers.Concatenate(dtype="float32")([layers.Activation("linear", dtype="float32")(denoised_first),
+                                                   consistency])
+    return keras.Model([noisy, pairs], outputs, name="neighbor2neighbor")
+
+
+class NeighborLoss(keras.losses.Loss):
+    """Neighbor2Neighbor's loss of (g2 y, the neighbor2neighbor_model's output): mean((f(g1 y) - g2 y)^2)
+    + gamma * mean((f(g1 y) - g2 y - (g1 f(y) - g2 f(y)))^2). gamma lives in a variable that AnnealLossGamma
+    raises over the training (neighbor_gamma)."""
+
+    def __init__(self, gamma=0.0, name="neighbor2neighbor"):
+        super().__init__(name=name)
+        self.gamma = keras.Variable(gamma, trainable=False, name="neighbor_gamma", dtype="float32")
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        channels = ops.shape(y_true)[-1]
+        difference = ops.cast(y_pred[..., :channels], "float32") - y_true
+        consistency = ops.cast(y_pred[..., channels:], "float32")
+        return ops.mean(ops.square(difference), axis=-1) + self.gamma * ops.mean(
+            ops.square(difference - consistency), axis=-1)
+
+
+def neighbor_gamma(epoch, nb_epochs, gamma_max):
+    """gamma during 0-based `epoch`: rising linearly, gamma_max / nb_epochs in the first, gamma_max in the last."""
+    return gamma_max * (epoch + 1) / nb_epochs
 
 
 def learning_rate_at(epoch, nb_epochs, initial_lr):
@@ -240,7 +318,7 @@ class ImageScores(layers.Layer):
         super().__init__(dtype="float32", **kwargs)
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
         if isinstance(getattr(loss, "gamma", None), keras.Variable):
-            # Tracked as this layer's weight, so a compiled model reads the gamma AnnealL0Gamma set this epoch
+            # Tracked as this layer's weight, so a compiled model reads the gamma AnnealLossGamma set this epoch
             # (JAX would freeze a variable outside the model's weights at its value of the first call).
             self.loss_gamma = loss.gamma
 

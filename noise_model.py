@@ -297,6 +297,11 @@ def get_noise_model(spec="gaussian,0,50", zero_mean=False):
     return noise
 
 
+def adds_noise(spec):
+    """False for 'clean' (and clean+clean): images under this spec are taken as they are, noisy or not."""
+    return any(name != "clean" for name, _ in parse_noise_specs(spec))
+
+
 def noise_spec(text):
     """argparse type for a noise spec: validated at parse time, before anything is loaded."""
     try:

@@ -26,7 +26,7 @@ import numpy as np
 import cli
 import images
 from inference import TILE_OVERLAP, denoise, predict_images
-from noise_model import SPEC_HELP, get_noise_model, noise_spec, parse_noise_specs
+from noise_model import SPEC_HELP, adds_noise, get_noise_model, noise_spec
 
 DEFAULT_SHIPPED = "gaussian"  # the weights test_model.py denoises with where --weight_file is not given
 REAL_PHOTO_SHIPPED = "camera"  # ... and with --test_noise_model clean: real photos carry camera noise
@@ -78,6 +78,11 @@ def get_args(argv=None):
     parser.add_argument("--tile_overlap", type=multiple_of_16, default=TILE_OVERLAP,
                         help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
                              "whole-image inference within rounding for the SRResNet)")
+    parser.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1,
+                        help="denoise each of the STRIDE x STRIDE sub-images of every STRIDE-th pixel and reassemble "
+                             "them: for weights trained with train.py --pixel_shuffle STRIDE, where neighbouring "
+                             "pixels of the sub-images are STRIDE apart in the photo, past the reach of camera noise's "
+                             "spatial correlation; 1: the photo as it is")
     parser.add_argument("--output_mode", choices=("triptych", "denoised"), default="triptych",
                         help="triptych: original | noisy | denoised side by side as PNG, cropped to a multiple of "
                              "16 (the original's output); denoised: only the denoised image, full size, with the "
@@ -113,11 +118,6 @@ def image_scores(reference, image):
                               image[np.newaxis].astype(np.float32))
 
 
-def adds_noise(test_noise_model):
-    """False for `clean` (and clean+clean): the test images are already noisy, there is no original to score against."""
-    return any(name != "clean" for name, _ in parse_noise_specs(test_noise_model))
-
-
 def clean_version(path, args, shape, full_depth):
     """The --clean_dir version of the noisy photo `path` (HxWxC as `shape`, cropped like the photo; uint8, or with
     full_depth on the 0-255 scale as float32 for 16-bit files), or None with a warning where there is none of the
@@ -140,7 +140,7 @@ def triptych_result(model, path, noise, rng, args):
         return None
     original = images.crop_to_multiple(images.to_channels(image, model.input_shape[-1]))
     noisy = noise(original, rng)
-    denoised = denoise(model, noisy, args.tile, args.tile_overlap)
+    denoised = denoise(model, noisy, args.tile, args.tile_overlap, args.pixel_shuffle)
     reference = original
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=False)
@@ -159,7 +159,7 @@ def full_size_result(model, path, noise, rng, args):
     channels = model.input_shape[-1]
     original = images.to_channels(as_0_255(source), channels)
     noisy = noise(original, rng).astype(np.float32)
-    output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap)[0]
+    output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap, stride=args.pixel_shuffle)[0]
     if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
         output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
     picture = images.encode_like(np.repeat(output, 3 // output.shape[2], axis=2), source)

@@ -23,7 +23,10 @@ import numpy as np
 import cli
 import images
 from inference import denoise
-from noise_model import SPEC_HELP as NOISE_HELP, get_noise_model, noise_spec
+from noise_model import SPEC_HELP as NOISE_HELP, adds_noise, get_noise_model, noise_spec
+
+# --method: Noise2Noise's noisy pairs, or Neighbor2Neighbor's neighbouring pixels of single noisy patches.
+METHODS = ("noise2noise", "neighbor2neighbor")
 
 # Keras and the modules that use it (callbacks, distribute, generator, model) are imported by the functions that
 # use them, after the flags have parsed: --help and flag errors answer at once, not after seconds of imports.
@@ -51,8 +54,9 @@ def add_noise_flags(parser):
     group = parser.add_argument_group("noise")
     group.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50",
                        help=f"noise of the network inputs: {NOISE_HELP}")
-    group.add_argument("--target_noise_model", type=noise_spec, default="gaussian,0,50",
-                       help=f"noise of the training targets ('clean' for standard training): {NOISE_HELP}")
+    group.add_argument("--target_noise_model", type=noise_spec, default="gaussian,0,50", action=cli.RememberGiven,
+                       help=f"noise of the training targets ('clean' for standard training; not with --method "
+                            f"neighbor2neighbor, whose targets come from the inputs): {NOISE_HELP}")
     group.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
                        help=f"noise of the validation inputs: {NOISE_HELP}")
     group.add_argument("--zero_mean_targets", action="store_true",
@@ -65,6 +69,20 @@ def add_training_flags(parser):
     """The network, the schedule, the loss and where the run is written (a section of --help)."""
     group = parser.add_argument_group("training")
     group.add_argument("--model", choices=cli.MODEL_NAMES, default="srresnet", help="network architecture")
+    group.add_argument("--method", choices=METHODS, default="noise2noise",
+                       help="noise2noise: learn from (source, target) pairs of independently noisy patches; "
+                            "neighbor2neighbor (Huang et al., CVPR 2021): from single noisy patches, no pairs or "
+                            "clean images: the network learns to predict one pixel of every 2x2 cell from an adjacent "
+                            "one, the patches being --source_noise_model noise on --image_dir ('clean': the photos "
+                            "as they are, e.g. your own noisy ones)")
+    group.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1,
+                       help="train on pixel-shuffled patches: every STRIDE-th pixel of --image_size x STRIDE crops, "
+                            "so that neighbouring pixels are STRIDE apart in the photo, where the spatial correlation "
+                            "of real camera noise has faded (for neighbor2neighbor on your own photos; validated on "
+                            "the sub-images too); denoise with test_model.py --pixel_shuffle STRIDE. 1: off")
+    group.add_argument("--neighbor_gamma", type=cli.non_negative_float, default=2.0,
+                       help="neighbor2neighbor: the weight of its consistency term rises linearly over the epochs, "
+                            "to this in the last (the authors' choice for synthetic noise)")
     group.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
     group.add_argument("--steps", type=cli.positive_int, default=1000, help="batches per epoch")
     group.add_argument("--lr", type=cli.positive_float, default=0.01,
@@ -117,6 +135,7 @@ def get_args(argv=None):
     for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
         add_flags(parser)
     args = parser.parse_args(argv)
+    check_method(parser, args)
     if args.model == "unet" and args.image_size % images.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {images.SIZE_MULTIPLE}, "
                      f"got {args.image_size}")
@@ -130,6 +149,26 @@ def get_args(argv=None):
         parser.error("argument --steps_per_execution: Keras' PyTorch backend runs one step per call; leave it out "
                      "or use KERAS_BACKEND=tensorflow or jax")
     return args
+
+
+def check_method(parser, args):
+    """--method neighbor2neighbor: the flags that have no meaning there, and patches that split into 2x2 cells
+    whose sub-images the network takes (for the UNet a multiple of 16 on each side)."""
+    if args.method != "neighbor2neighbor":
+        return
+    if getattr(args, "target_noise_model_given", False):
+        parser.error("argument --target_noise_model: --method neighbor2neighbor takes its targets from the noisy "
+                     "inputs themselves; leave it out")
+    if args.loss != "mse":
+        parser.error(f"argument --loss: --method neighbor2neighbor trains with its own squared-error loss, "
+                     f"got {args.loss}; leave it out")
+    if args.distribute != "none":
+        parser.error("argument --distribute: --method neighbor2neighbor trains on one device; leave it out")
+    multiple = 2 * (images.SIZE_MULTIPLE if args.model == "unet" else 1)
+    if args.image_size % multiple:
+        parser.error(f"argument --image_size: --method neighbor2neighbor halves the patches"
+                     f"{' for the unet' if args.model == 'unet' else ''}, so it needs a multiple of {multiple}, "
+                     f"got {args.image_size}")
 
 
 def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_bytes=None):
@@ -151,8 +190,9 @@ def make_datasets(args, replicas=1):
     import generator
 
     cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 2**20)
+    crop = "--image_size patch" if args.pixel_shuffle == 1 else "--image_size x --pixel_shuffle crop"
     train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
-                               args.image_size, "--image_size patch", args.channels, cache_bytes)
+                               args.image_size * args.pixel_shuffle, crop, args.channels, cache_bytes)
     val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
                              images.SIZE_MULTIPLE, "minimum validation size", args.channels)
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
@@ -163,13 +203,35 @@ def make_datasets(args, replicas=1):
         train_images, get_noise_model(args.source_noise_model),
         get_noise_model(args.target_noise_model, zero_mean=args.zero_mean_targets),
         batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=args.seed,
-        workers=args.workers, processes=args.workers if args.use_multiprocessing else 0)
-    return train, generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
+        workers=args.workers, processes=args.workers if args.use_multiprocessing else 0,
+        neighbor2neighbor=args.method == "neighbor2neighbor", pixel_shuffle=args.pixel_shuffle)
+    val_data = generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
+    if args.pixel_shuffle > 1:
+        try:
+            val_data = generator.pixel_shuffled_validation(val_data, args.pixel_shuffle)
+        except generator.NoImagesError as error:
+            raise cli.UserError(f"--test_dir {args.test_dir or '(bundled photos)'}: {error}") from None
+    return train, val_data
+
+
+def noisy_validation(args, val_data):
+    """For --method neighbor2neighbor with --val_noise_model clean (the validation photos are noisy themselves):
+    their sub-images for callbacks.NeighborValidation, said once; else None (PSNR and SSIM against them)."""
+    import generator
+
+    if args.method != "neighbor2neighbor" or adds_noise(args.val_noise_model):
+        return None
+    print("validating on noisy photos (--val_noise_model clean): no PSNR without clean versions, so val_loss is "
+          "neighbor2neighbor's error of predicting each photo's pixels from their neighbours, and the best "
+          "checkpoint is the epoch with the lowest")
+    return generator.neighbor_validation_data([noisy for noisy, _ in val_data])
 
 
 def build_model(args, replicas=1):
-    """The compiled model and its loss (an L0Loss, whose gamma the callbacks anneal, for --loss l0). With
-    replicas > 1 on TensorFlow the batch normalisation is synchronised, so the replicas normalise over the
+    """(the compiled model that fit trains, its loss, the denoiser inside it). The loss is an L0Loss for --loss
+    l0 and a NeighborLoss for --method neighbor2neighbor, whose gamma the callbacks anneal; for that method the
+    fitted model is a training wrapper around the denoiser (model.neighbor2neighbor_model), else the denoiser.
+    With replicas > 1 on TensorFlow the batch normalisation is synchronised, so the replicas normalise over the
     global batch as one device would (on JAX the step is one global computation anyway)."""
     import keras
     import model as models
@@ -181,24 +243,32 @@ def build_model(args, replicas=1):
                   "emulated and training is several times slower than without the flag "
                   "(docs/speed.md)", file=sys.stderr)
     synchronized = replicas > 1 and keras.backend.backend() == "tensorflow"
-    model = models.get_model(args.model, channels=args.channels, synchronized_bn=synchronized)
+    network = models.get_model(args.model, channels=args.channels, synchronized_bn=synchronized)
     if args.weight:
         try:
-            models.load_weights(model, args.weight)
+            models.load_weights(network, args.weight)
         except (ValueError, OSError) as error:
             raise cli.UserError(f"--weight {args.weight}: {error}") from None
         print(f"loaded weights from {args.weight}")
+    optimizer = keras.optimizers.Adam(learning_rate=args.lr)
+    if args.method == "neighbor2neighbor":
+        model, loss = models.neighbor2neighbor_model(network), models.NeighborLoss()
+        model.compile(optimizer=optimizer, loss=loss, steps_per_execution=args.steps_per_execution)
+        return model, loss, network
     loss = models.get_loss(args.loss)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr), loss=loss, metrics=[models.psnr_metric()],
-                  steps_per_execution=args.steps_per_execution)
-    return model, loss
+    network.compile(optimizer=optimizer, loss=loss, metrics=[models.psnr_metric()],
+                    steps_per_execution=args.steps_per_execution)
+    return network, loss, network
 
 
 def best_checkpoint(output_path, history):
     """The checkpoint of the run's best epoch by val_PSNR in `history` (its per-epoch lists, a resumed run's
-    earlier epochs included), or None. BestCheckpoint writes on a strict improvement, so that is the first epoch
-    with the highest score; of several files of that epoch (an older run's left in the folder) the newest."""
-    scores = [(value, -epoch) for epoch, value in enumerate(history.get("val_PSNR", [])) if math.isfinite(value)]
+    earlier epochs included; by the lowest val_loss where the validation had no PSNR), or None. BestCheckpoint
+    writes on a strict improvement, so that is the first epoch with the best score; of several files of that epoch
+    (an older run's left in the folder) the newest."""
+    by_loss = "val_PSNR" not in history
+    values = history.get("val_loss" if by_loss else "val_PSNR", [])
+    scores = [(-value if by_loss else value, -epoch) for epoch, value in enumerate(values) if math.isfinite(value)]
     if not scores:
         return None
     epoch = -max(scores)[1]
@@ -224,7 +294,8 @@ def report(model, args, val_data, best):
           f"{output_path / 'sample.png'}")
     print(f"plot the history with: python3 plot_history.py --input1 {output_path} --output_dir {output_path}")
     if best is not None:
-        print(f"denoise photos with: python3 test_model.py --model {args.model} --weight_file {best} "
+        shuffle = f" --pixel_shuffle {args.pixel_shuffle}" if args.pixel_shuffle > 1 else ""
+        print(f"denoise photos with: python3 test_model.py --model {args.model} --weight_file {best}{shuffle} "
               f"--image_dir YOUR_PHOTOS --output_dir denoised")
 
 
@@ -271,7 +342,8 @@ def replace_old_backup(args):
 
 # The flags that shape what a run learns; --resume warns where they differ from those the run was started with.
 RUN_FLAGS = ("image_dir", "test_dir", "image_size", "batch_size", "nb_epochs", "steps", "lr", "loss",
-             "source_noise_model", "target_noise_model", "val_noise_model", "zero_mean_targets", "seed")
+             "source_noise_model", "target_noise_model", "val_noise_model", "zero_mean_targets", "seed", "method",
+             "neighbor_gamma", "pixel_shuffle")
 
 
 def nan_advice(args):
@@ -392,7 +464,7 @@ def train(args, distribution):
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)  # the initial weights (Python's, NumPy's and the backend's seeds)
     with distribution.scope():
-        model, loss = build_model(args, distribution.replicas)  # a bad --weight fails before the images are decoded
+        model, loss, network = build_model(args, distribution.replicas)  # a bad --weight fails before decoding
     if state is not None:
         check_resumable(model, state, args)
         announce_resume(args, state)
@@ -402,7 +474,8 @@ def train(args, distribution):
     run_callbacks = callbacks.training_callbacks(
         args.output_path, val_data, args.nb_epochs, args.lr, loss, nan_advice=nan_advice(args), resume_from=state,
         replicas=distribution.replicas, run_flags=run_flags(args),
-        progress_lines=None if sys.stdout.isatty() else args.steps)
+        progress_lines=None if sys.stdout.isatty() else args.steps, network=network,
+        neighbor_gamma_max=args.neighbor_gamma, noisy_validation=noisy_validation(args, val_data))
     distribute.prepare_fit(model, distribution, train_data)
     replace_old_backup(args)
     # A progress bar in a terminal; where the output goes to a file or pipe, one line per epoch and one a minute
@@ -419,7 +492,7 @@ def train(args, distribution):
         return 1  # StopOnNaN said why and what to change
     if distribution.worker == 0:
         history = next(c.history for c in run_callbacks if isinstance(c, callbacks.HistorySaver))
-        report(model, args, val_data, best_checkpoint(args.output_path, history))
+        report(network, args, val_data, best_checkpoint(args.output_path, history))
     return 0
 
 

@@ -23,9 +23,12 @@ def get_args():
                                  if name in ("gaussian", "camera")],
                         help="weight files or shipped names to score (SRResNet or UNet, read off the file)")
     parser.add_argument("--nlm_h", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8],
-                        help="filter strengths of cv2.fastNlMeansDenoisingColored to try (luma and colour alike)")
+                        help="filter strengths of cv2.fastNlMeansDenoisingColored to try (luma and colour alike; "
+                             "none after the flag: networks only)")
     parser.add_argument("--tile", type=int, default=0, help="denoise in tiles of this size (0: whole photos)")
     parser.add_argument("--mixed_precision", action="store_true", help="run the networks in bfloat16")
+    parser.add_argument("--pixel_shuffle", type=int, default=1,
+                        help="denoise the pixel-shuffled sub-images, as test_model.py --pixel_shuffle does")
     parser.add_argument("--panel", default=None, help="write noisy | each of --weights | clean of one crop here")
     parser.add_argument("--panel_crop", default=None, type=crop_box,
                         help="the panel's crop as NAME,X,Y,SIZE (a photo of noisy/, its left and top pixel, the "
@@ -81,7 +84,7 @@ def scores(results, pairs):
             "per_image_psnr": [round(value, 2) for value in psnr]}
 
 
-def network_results(path, pairs, tile, mixed_precision):
+def network_results(path, pairs, tile, mixed_precision, stride=1):
     """The network of the weight file `path` run on every noisy photo (uint8, as test_model.py writes it)."""
     common.import_keras()
     import inference
@@ -93,7 +96,7 @@ def network_results(path, pairs, tile, mixed_precision):
     if models.weights_mismatch(network, path):
         network = models.get_model("unet", channels=3)
     models.load_weights(network, path)
-    return [inference.denoise(network, noisy, tile) for _, noisy, _ in pairs]
+    return [inference.denoise(network, noisy, tile, stride=stride) for _, noisy, _ in pairs]
 
 
 def main():
@@ -112,9 +115,10 @@ def main():
         print(json.dumps({"bench": "real_photos", "method": f"nlm best (h={best[1]:g})", **best[0]}), flush=True)
     denoised = []
     for path in args.weights:
-        denoised.append(network_results(path, pairs, args.tile, args.mixed_precision))
+        denoised.append(network_results(path, pairs, args.tile, args.mixed_precision, args.pixel_shuffle))
         shipped = Path(path).resolve().parent == cli.SHIPPED_WEIGHTS_DIR
         method = Path(path).name if shipped else str(path)  # shipped ones by name: camera.weights.h5
+        method += f" --pixel_shuffle {args.pixel_shuffle}" if args.pixel_shuffle > 1 else ""
         print(json.dumps({"bench": "real_photos", "method": method, **scores(denoised[-1], pairs)}), flush=True)
     if args.panel:
         write_panel(args.panel, pairs, denoised, args.panel_crop)

@@ -49,6 +49,13 @@ TRAIN_CASES = [
     (["--image_size", "5000", "--image_dir", "IMAGES"], ["5000x5000"]),
     (["--weight", "MISSING"], ["--weight", "no such file, and not the name of shipped weights (camera, gaussian"]),
     (["--cache_mb", "0"], ["--cache_mb", "> 0"]),
+    (["--method", "neighbor2neighbor", "--target_noise_model", "gaussian,0,50"],
+     ["--target_noise_model", "neighbor2neighbor", "leave it out"]),  # even with its default value
+    (["--method", "neighbor2neighbor", "--image_size", "33"], ["--image_size", "multiple of 2"]),
+    (["--method", "neighbor2neighbor", "--model", "unet", "--image_size", "48"], ["--image_size", "multiple of 32"]),
+    (["--method", "neighbor2neighbor", "--loss", "l0"], ["--loss", "neighbor2neighbor", "own"]),
+    (["--method", "neighbour2neighbour"], ["--method", "noise2noise", "neighbor2neighbor"]),
+    (["--neighbor_gamma", "-1"], ["--neighbor_gamma", ">= 0"]),
     (["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
     (["--seed", str(2**32)], ["--seed", "from 0 to 4294967295"]),
 ]

@@ -254,7 +254,8 @@ data.close()
 def test_batch_processes_start_after_opencv_has_used_its_threads():
     """A training process whose OpenCV thread pool has run (reading and noising photos does) forks its batch
     processes, and they make batches: none waits forever on the pool threads it did not inherit (a child
-    that resized OpenCV's pool itself did), and this process keeps its OpenCV threads. In a new interpreter, so a deadlock fails here instead of hanging."""
+    that resized OpenCV's pool itself did), and this process keeps its OpenCV threads. In a new interpreter, so a
+    deadlock fails here instead of hanging."""
     result = subprocess.run([sys.executable, "-c", FORK_AFTER_BUSY_OPENCV], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -353,3 +354,84 @@ def test_bundled_photos_ship_with_scikit_image():
     val = generator.bundled_photo_paths(generator.BUNDLED_VAL_PHOTOS)
     assert len(train) >= 8 and len(val) == 2 and not set(train) & set(val)
     assert all(min(image.shape[:2]) >= 256 for image in generator.load_images(train + val))
+
+
+def position_image(batch, height, width, channels=3):
+    """(batch, H, W, C) float32 whose value encodes where it is: 1000 * (y * W + x) + 10 * item + channel."""
+    item, y, x, channel = np.meshgrid(np.arange(batch), np.arange(height), np.arange(width), np.arange(channels),
+                                      indexing="ij")
+    return (1000 * (y * width + x) + 10 * item + channel).astype(np.float64)
+
+
+def test_neighbor_pairs_are_adjacent_one_per_cell_and_the_same_in_every_channel():
+    """g1 and g2 take one pixel of every 2x2 cell each, horizontal or vertical neighbours (never diagonal, never
+    the same pixel), at the same position in every channel; all 8 ordered pairs occur."""
+    batch, height, width = 3, 16, 12
+    images = position_image(batch, height, width)
+    pairs = generator.draw_neighbor_pairs(np.random.default_rng(0), batch, height // 2, width // 2)
+    assert pairs.shape == (batch, height // 2, width // 2, 8)
+    np.testing.assert_array_equal(pairs[..., :4].sum(-1), 1)
+    np.testing.assert_array_equal(pairs[..., 4:].sum(-1), 1)
+    first, second = generator.neighbor_sub_images(images, pairs)
+    assert first.shape == second.shape == (batch, height // 2, width // 2, 3)
+    for sub_image in (first, second):
+        np.testing.assert_array_equal(sub_image - sub_image[..., :1],
+                                      np.broadcast_to(np.arange(3), sub_image.shape))  # one position, all channels
+        np.testing.assert_array_equal(sub_image[..., 0] % 1000 // 10,
+                                      np.broadcast_to(np.arange(batch)[:, None, None], sub_image.shape[:3]))
+    positions = [np.divmod(sub_image[..., 0] // 1000, width) for sub_image in (first, second)]  # (y, x) each
+    (y1, x1), (y2, x2) = positions
+    rows, columns = np.meshgrid(np.arange(height // 2), np.arange(width // 2), indexing="ij")
+    for y, x in positions:  # inside its own cell
+        np.testing.assert_array_equal(y // 2, np.broadcast_to(rows, y.shape))
+        np.testing.assert_array_equal(x // 2, np.broadcast_to(columns, x.shape))
+    distance = np.abs(y1 - y2) + np.abs(x1 - x2)
+    np.testing.assert_array_equal(distance, 1)  # adjacent: no diagonal (2) and no shared pixel (0)
+    drawn = {(int(a), int(b)) for a, b in zip((y1 % 2 * 2 + x1 % 2).ravel(), (y2 % 2 * 2 + x2 % 2).ravel())}
+    assert drawn == {tuple(pair) for pair in generator.NEIGHBOR_PAIRS.tolist()} and len(drawn) == 8
+
+
+def test_neighbor2neighbor_batches_change_every_step_and_repeat_with_the_seed(photos):
+    """--method neighbor2neighbor batches: ((noisy, pairs), g2 of the noisy patches); the draw of pairs differs
+    between steps and epochs, and the same --seed gives the same batches, threads or processes."""
+    def batches(seed, processes=0):
+        data = generator.NoisyImageGenerator(photos, get_noise_model("gaussian,25,25"), get_noise_model("clean"),
+                                             batch_size=2, image_size=32, steps=3, seed=seed, processes=processes,
+                                             neighbor2neighbor=True)
+        made = [data[0], data[1]]
+        data.on_epoch_end()
+        made.append(data[0])
+        data.close()
+        return made
+
+    first = batches(seed=5)
+    (noisy, pairs), target = first[0]
+    assert noisy.shape == (2, 32, 32, 3) and pairs.shape == (2, 16, 16, 8) and target.shape == (2, 16, 16, 3)
+    np.testing.assert_array_equal(target, generator.neighbor_sub_images(noisy, pairs)[1])
+    assert not np.array_equal(first[0][0][1], first[1][0][1])  # another step
+    assert not np.array_equal(first[0][0][1], first[2][0][1])  # another epoch, same index
+    for again in (batches(seed=5), batches(seed=5, processes=2)):
+        for (inputs, target), (inputs_again, target_again) in zip(first, again):
+            for a, b in zip((*inputs, target), (*inputs_again, target_again)):
+                np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(batches(seed=6)[0][0][1], first[0][0][1])
+
+
+def test_pixel_shuffled_patches_are_every_stride_th_pixel_of_a_larger_crop():
+    """--pixel_shuffle 3: each 8x8 training patch holds every 3rd pixel of a 24x24 crop, from an offset drawn per
+    patch; sources and targets alike (targets clean: the same pixels); the same seed gives the same batches."""
+    image = (np.arange(60 * 50)[:, None] * [1, 1, 1]).reshape(60, 50, 3)  # pixel value: its index y * 50 + x
+    image = image.astype(np.float32)
+    clean = get_noise_model("clean")
+    data = generator.NoisyImageGenerator([image], clean, clean, batch_size=6, image_size=8, steps=2, seed=1,
+                                         pixel_shuffle=3)
+    sources, targets = data[0]
+    assert sources.shape == (6, 8, 8, 3)
+    np.testing.assert_array_equal(sources, targets)
+    rows, columns = np.divmod(sources[..., 0], 50)
+    np.testing.assert_array_equal(np.diff(rows, axis=1), 3)
+    np.testing.assert_array_equal(np.diff(columns, axis=2), 3)
+    assert len({(int(r % 3), int(c % 3)) for r, c in zip(rows[:, 0, 0], columns[:, 0, 0])}) > 1  # offsets vary
+    again = generator.NoisyImageGenerator([image], clean, clean, batch_size=6, image_size=8, steps=2, seed=1,
+                                          pixel_shuffle=3)
+    np.testing.assert_array_equal(again[0][0], sources)

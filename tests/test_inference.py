@@ -84,7 +84,7 @@ def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     models.load_weights(model, cli.shipped_weights()[name])
     noise_spec = re.search(rf"^\| `{name}` \| `([^`]+)`", (REPO / "result" / "README.md").read_text(), re.MULTILINE)
     noise, rng = get_noise_model(noise_spec.group(1)), np.random.default_rng(0)
-    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, clean_dir=None)
+    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, clean_dir=None)
     ours, independent = [], []
     for path in images.list_images(folder):
         original, _, denoised, _ = test_model.triptych_result(model, path, noise, rng, args)
@@ -119,8 +119,8 @@ def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name
     folder = require(DATASETS / "PolyU-Canon5D2")
     model = models.get_model("srresnet")
     models.load_weights(model, cli.shipped_weights()[name])
-    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, image_dir=folder / "noisy",
-                              clean_dir=folder / "clean")
+    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1,
+                              image_dir=folder / "noisy", clean_dir=folder / "clean")
     noise, rng = get_noise_model("clean"), np.random.default_rng(0)
     paths = images.list_images(folder / "noisy")
     assert len(paths) == 29
@@ -130,3 +130,26 @@ def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name
         ours = test_model.image_scores(clean, denoised)[0]
         independent = peak_signal_noise_ratio(clean, denoised, data_range=255)
         assert abs(ours - expected) <= 0.05 and abs(independent - expected) <= 0.05, (path.name, ours, expected)
+
+
+def test_pixel_shuffle_splits_into_every_stride_th_pixel_and_reassembles_exactly():
+    batch = np.random.default_rng(0).uniform(0, 255, (2, 12, 9, 3)).astype(np.float32)
+    sub_images = inference.pixel_unshuffle(batch, 3)
+    assert sub_images.shape == (9, 2, 4, 3, 3)
+    np.testing.assert_array_equal(sub_images[5], batch[:, 1::3, 2::3])  # index i * stride + j: offset (i, j)
+    np.testing.assert_array_equal(inference.pixel_shuffle(sub_images, 3), batch)
+
+
+def test_pixel_shuffled_denoising_denoises_each_sub_image_and_keeps_the_size(gaussian_model):
+    """--pixel_shuffle 2 at inference: each output pixel is the network's output on the sub-image it belongs to
+    (within rounding); an odd-sized photo comes back at its size; with white noise (alike in the sub-images) it
+    still denoises."""
+    photo = synthetic_photo(np.random.default_rng(3), 131, 97)
+    noisy = get_noise_model("gaussian,25,25")(photo, np.random.default_rng(1))
+    even = noisy[:130, :96]
+    alone = inference.denoise(gaussian_model, even[1::2, 0::2]).astype(int)  # the sub-image of offset (1, 0)
+    assert np.abs(inference.denoise(gaussian_model, even, stride=2)[1::2, 0::2].astype(int) - alone).max() <= 1
+    shuffled = inference.denoise(gaussian_model, noisy, stride=2)
+    assert shuffled.shape == photo.shape
+    gain = peak_signal_noise_ratio(photo, shuffled) - peak_signal_noise_ratio(photo, noisy)
+    assert gain > 3, gain

@@ -318,3 +318,90 @@ def test_padded_prediction_compiles_one_graph_per_padded_shape():
     # and never a graph for an unpadded size.
     assert 1 <= len(traced) <= 2, traced
     assert all(size is None or size % inference.PAD_MULTIPLE == 0 for shape in traced for size in shape[1:3]), traced
+
+
+def random_denoiser(seed):
+    """A 3x3 conv of random weights: cheap, and its output depends on the weights where a gradient can tell."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(0, 0.2, seed))
+    return keras.Model(inputs, conv(inputs))
+
+
+def neighbor_batch(seed=0, size=16):
+    """(noisy (2, size, size, 3) float32 0-255, pairs, g2): one Neighbor2Neighbor training batch."""
+    import generator
+
+    rng = np.random.default_rng(seed)
+    noisy = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    pairs = generator.draw_neighbor_pairs(rng, 2, size // 2, size // 2)
+    return noisy, pairs, generator.neighbor_sub_images(noisy, pairs)[1]
+
+
+def test_neighbor_subsample_layer_matches_the_numpy_sub_sampler():
+    import generator
+
+    noisy, pairs, _ = neighbor_batch()
+    for got, expected in zip(models.NeighborSubsample()(noisy, pairs), generator.neighbor_sub_images(noisy, pairs)):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
+
+
+def test_neighbor_loss_is_the_papers_formula():
+    """mean((f(g1 y) - g2 y)^2) + gamma * mean((f(g1 y) - g2 y - (g1 f(y) - g2 f(y)))^2), per the model's output
+    [f(g1 y), g1 f(y) - g2 f(y)] and the target g2 y."""
+    noisy, pairs, target = neighbor_batch()
+    network = random_denoiser(1)
+    output = keras.ops.convert_to_numpy(models.neighbor2neighbor_model(network)([noisy, pairs]))
+    import generator
+
+    whole = generator.neighbor_sub_images(keras.ops.convert_to_numpy(network(noisy)), pairs)
+    denoised_first = keras.ops.convert_to_numpy(network(generator.neighbor_sub_images(noisy, pairs)[0]))
+    np.testing.assert_allclose(output, np.concatenate([denoised_first, whole[0] - whole[1]], -1), rtol=1e-4, atol=1e-3)
+    loss = models.NeighborLoss(gamma=1.5)
+    difference = denoised_first - target
+    expected = np.mean(difference**2) + 1.5 * np.mean((difference - (whole[0] - whole[1])) ** 2)
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(loss(target, output))), expected, rtol=1e-4)
+
+
+def test_neighbor2neighbor_gradient_flows_through_f_of_g1_only():
+    """One SGD step on the Neighbor2Neighbor model equals one on a model whose consistency term g1 f(y) - g2 f(y)
+    is a constant input of the same value: no gradient flows through the network on the whole patch. The step
+    does move the weights: the gradient flows through f(g1 y)."""
+    noisy, pairs, target = neighbor_batch()
+    trained, reference = random_denoiser(2), random_denoiser(2)
+    initial = [np.array(w) for w in trained.get_weights()]
+    consistency = keras.ops.convert_to_numpy(models.neighbor2neighbor_model(trained)([noisy, pairs]))[..., 3:]
+
+    wrapper = models.neighbor2neighbor_model(trained)
+    constant = keras.Input((None, None, 3))
+    noisy_in, pairs_in = keras.Input((None, None, 3)), keras.Input((None, None, 8))
+    first, _ = models.NeighborSubsample()(noisy_in, pairs_in)
+    fixed = keras.Model([noisy_in, pairs_in, constant], keras.layers.Concatenate()([reference(first), constant]))
+    for model, inputs in ((wrapper, [noisy, pairs]), (fixed, [noisy, pairs, consistency])):
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-6), loss=models.NeighborLoss(gamma=2.0))
+        model.train_on_batch(inputs, target)
+    for got, expected, before in zip(trained.get_weights(), reference.get_weights(), initial):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+        assert np.abs(got - before).max() > 1e-5
+
+
+def test_neighbor_gamma_rises_to_its_maximum_and_a_resumed_run_continues_it(tmp_path):
+    """gamma is gamma_max * (epoch + 1) / epochs (the authors' linear ramp); training_callbacks set it at every
+    epoch's start from the epoch's real index, so a run resumed at epoch 3 of 4 carries on at 1.5, not 0.5. The
+    denoiser inside the training model is what is validated and saved."""
+    assert [models.neighbor_gamma(e, 4, 2.0) for e in range(4)] == [0.5, 1.0, 1.5, 2.0]
+    noisy, pairs, target = neighbor_batch()
+    network = random_denoiser(3)
+    model, loss = models.neighbor2neighbor_model(network), models.NeighborLoss()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-9), loss=loss)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(
+        float(keras.ops.convert_to_numpy(loss.gamma))))
+    validation = [(noisy[:1], noisy[:1])]
+    run = callbacks.training_callbacks(tmp_path, validation, 4, 1e-9, loss, network=network, neighbor_gamma_max=3.0)
+    model.fit([noisy, pairs], target, batch_size=2, epochs=4, initial_epoch=2, verbose=0, callbacks=[*run, probe])
+    assert seen == [2.25, 3.0]
+    (checkpoint,) = tmp_path.glob("weights.003-*.weights.h5")
+    restored = random_denoiser(4)
+    models.load_weights(restored, checkpoint)  # the denoiser's weights, loadable into the denoiser alone
+    expected = float(models.psnr(noisy[:1], inference.predict_padded(network, noisy[:1])))
+    np.testing.assert_allclose(load_history(tmp_path)["val_PSNR"], expected, rtol=1e-4)  # the denoiser's PSNR

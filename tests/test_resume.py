@@ -45,8 +45,8 @@ def kill_during_epoch(image_folder, output, after_epochs, env=None, val_folder=N
     """Start train.py and SIGKILL it as soon as it prints that epoch after_epochs + 1 has begun (Keras' 'Epoch
     N/M', printed after the earlier epochs' files are written): whatever the machine's speed, mid-run."""
     environment = {**os.environ, **(env or {}), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, train_args(image_folder, output, val_folder))],
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, str(REPO / "train.py"), *map(str, train_args(image_folder, output, val_folder))]
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     printed = []
     for line in process.stdout:
         printed.append(line)
@@ -86,7 +86,8 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
     # exactly where an uninterrupted run would be; that run also makes 2 steps per compiled call
     # (--steps_per_execution), which must not change the training either.
     uninterrupted = tmp_path / "uninterrupted"
-    assert train(env, *train_args(image_folder, uninterrupted, small_photos), "--steps_per_execution", 2).returncode == 0
+    uninterrupted_run = train(env, *train_args(image_folder, uninterrupted, small_photos), "--steps_per_execution", 2)
+    assert uninterrupted_run.returncode == 0
     expected = load_history(uninterrupted)
     for key in ("loss", "val_loss", "val_PSNR"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)

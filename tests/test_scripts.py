@@ -12,8 +12,8 @@ from skimage.metrics import peak_signal_noise_ratio
 
 import cli
 import test_model
-from conftest import (DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, run_main, run_script,
-                      synthetic_photo)
+from conftest import (DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, require_backend, run_main,
+                      run_script, synthetic_photo)
 from noise_model import get_noise_model
 from plot_history import load_history
 
@@ -508,3 +508,49 @@ def test_the_parsers_network_names_are_the_ones_model_py_builds():
     import model as models
 
     assert cli.MODEL_NAMES == models.MODEL_NAMES
+
+
+@pytest.fixture(scope="module")
+def noisy_photos(tmp_path_factory, image_folder):
+    """Three of image_folder's photos with gaussian noise of sigma 15, as PNGs of the same names: noisy photos
+    with no clean versions beside them (image_folder has those, for scoring)."""
+    folder = tmp_path_factory.mktemp("noisy_photos")
+    noise, rng = get_noise_model("gaussian,15,15"), np.random.default_rng(4)
+    for name in ("a.png", "e.bmp", "f.tif"):
+        cv2.imwrite(str(folder / name), noise(cv2.imread(str(image_folder / name)), rng))
+    return folder
+
+
+@pytest.mark.parametrize("network, backend, stride", [("srresnet", "tensorflow", 2), ("unet", "tensorflow", 1),
+                                                     ("srresnet", "jax", 1)])
+def test_neighbor2neighbor_trains_on_noisy_photos_alone(network, backend, stride, noisy_photos, image_folder,
+                                                        tmp_path):
+    """--method neighbor2neighbor on a folder of noisy photos, validated on them (--val_noise_model clean): the
+    run says how it validates, keeps the checkpoint of the lowest val_loss, and test_model.py loads it. Fine-tuned
+    from the shipped gaussian weights, the SRResNet denoises those photos (scored against their clean versions),
+    also trained and run on pixel-shuffled sub-images (--pixel_shuffle 2: 64-pixel crops, the 48-pixel-high photo
+    left out)."""
+    env = None if backend == "tensorflow" else require_backend(backend)
+    shipped = ["--weight", "gaussian", "--lr", 1e-5] if network == "srresnet" else ["--lr", 1e-4]
+    output = tmp_path / "n2n"
+    args = ["--method", "neighbor2neighbor", "--model", network, "--source_noise_model", "clean",
+            "--image_dir", noisy_photos, "--test_dir", noisy_photos, "--val_noise_model", "clean",
+            *TINY, "--output_path", output, "--seed", 0, "--pixel_shuffle", stride, *shipped]
+    result = run_main("train", *args) if env is None else run_script("train.py", *args, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("validating on noisy photos (--val_noise_model clean)") == 1, result.stdout[-2000:]
+    history = load_history(output)
+    assert "val_PSNR" not in history and len(history["val_loss"]) == 2 and np.all(np.isfinite(history["loss"]))
+    best = 1 + int(np.argmin(history["val_loss"]))
+    (checkpoint,) = output.glob(f"weights.{best:03d}-*.weights.h5")
+    assert f"best checkpoint: {checkpoint}" in result.stdout
+    assert (f"--weight_file {checkpoint}" + (f" --pixel_shuffle {stride}" if stride > 1 else "")) in result.stdout
+    tested_args = ["--model", network, "--weight_file", checkpoint, "--image_dir", noisy_photos, "--test_noise_model",
+                   "clean", "--clean_dir", image_folder, "--output_dir", tmp_path / "denoised", "--pixel_shuffle",
+                   stride]
+    tested = run_main("test_model", *tested_args) if env is None else run_script("test_model.py", *tested_args, env=env)
+    assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr[-2000:]
+    noisy, denoised = map(float, re.search(r"mean over 3 images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
+                                           tested.stdout).groups())
+    if network == "srresnet":  # (the sub-images of these small photos are busier: a smaller gain)
+        assert denoised > noisy + (3 if stride == 1 else 1), (noisy, denoised)
