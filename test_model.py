@@ -78,7 +78,7 @@ def get_args(argv=None):
     parser.add_argument("--tile_overlap", type=multiple_of_16, default=TILE_OVERLAP,
                         help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
                              "whole-image inference within rounding for the SRResNet)")
-    parser.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1,
+    parser.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1, metavar="STRIDE",
                         help="denoise each of the STRIDE x STRIDE sub-images of every STRIDE-th pixel and reassemble "
                              "them: for weights trained with train.py --pixel_shuffle STRIDE, where neighbouring "
                              "pixels of the sub-images are STRIDE apart in the photo, past the reach of camera noise's "

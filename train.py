@@ -75,7 +75,7 @@ def add_training_flags(parser):
                             "clean images: the network learns to predict one pixel of every 2x2 cell from an adjacent "
                             "one, the patches being --source_noise_model noise on --image_dir ('clean': the photos "
                             "as they are, e.g. your own noisy ones)")
-    group.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1,
+    group.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1, metavar="STRIDE",
                        help="train on pixel-shuffled patches: every STRIDE-th pixel of --image_size x STRIDE crops, "
                             "so that neighbouring pixels are STRIDE apart in the photo, where the spatial correlation "
                             "of real camera noise has faded (for neighbor2neighbor on your own photos; validated on "
