@@ -282,13 +282,13 @@ def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss, nan_a
     training wrapper around it; `noisy_validation`: where the validation images are noisy themselves, their
     sub-images for NeighborValidation (val_loss, lowest best), in place of `validation_pairs`."""
     history = (resume_from or {}).get("history", {})
-    monitor, mode = ("val_loss", "min") if noisy_validation is not None else ("val_PSNR", "max")
-    scores = "{val_loss:.3f}" if noisy_validation is not None else "{val_loss:.3f}-{val_PSNR:.5f}"
-    name = "weights.{epoch:03d}-" + scores + ".weights.h5"
+    noisy = noisy_validation is not None
+    monitor, mode = ("val_loss", "min") if noisy else ("val_PSNR", "max")
+    name = "weights.{epoch:03d}-" + ("{val_loss:.3f}" if noisy else "{val_loss:.3f}-{val_PSNR:.5f}") + ".weights.h5"
     finite_scores = [value for value in history.get(monitor, []) if math.isfinite(value)]
     history_saver = HistorySaver(os.path.join(str(output_path), "history.npz"), history)
     callbacks = [
-        NeighborValidation(noisy_validation, network) if noisy_validation is not None
+        NeighborValidation(noisy_validation, network) if noisy
         else ImageValidation(validation_pairs, "mse" if isinstance(loss, NeighborLoss) else loss, replicas, network),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
         BestCheckpoint(os.path.join(str(output_path), name), monitor=monitor, mode=mode, network=network,

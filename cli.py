@@ -91,26 +91,25 @@ def positive_int(text):
     return value
 
 
-def positive_float(text):
-    """argparse type: a number > 0."""
+def finite_float(text, accepts, bound):
+    """`text` as a finite float for which accepts(value) holds, else an ArgumentTypeError naming `bound`."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+    if not (accepts(value) and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
     return value
+
+
+def positive_float(text):
+    """argparse type: a number > 0."""
+    return finite_float(text, lambda value: value > 0, "> 0")
 
 
 def non_negative_float(text):
     """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return finite_float(text, lambda value: value >= 0, ">= 0")
 
 
 class RememberGiven(argparse.Action):

@@ -201,7 +201,9 @@ def make_datasets(args, replicas=1):
     print(f"training on {len(train_images)} images from {source}{cache_note}, validating on {len(val_images)}")
     train = generator.NoisyImageGenerator(
         train_images, get_noise_model(args.source_noise_model),
-        get_noise_model(args.target_noise_model, zero_mean=args.zero_mean_targets),
+        # (neighbor2neighbor's targets are sub-images of the sources: no target noise to draw and throw away)
+        get_noise_model("clean" if args.method == "neighbor2neighbor" else args.target_noise_model,
+                        zero_mean=args.zero_mean_targets),
         batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=args.seed,
         workers=args.workers, processes=args.workers if args.use_multiprocessing else 0,
         neighbor2neighbor=args.method == "neighbor2neighbor", pixel_shuffle=args.pixel_shuffle)
