@@ -186,24 +186,36 @@ def _from_raw(camera, srgb_to_camera, gains):
     return 3.0 * gamma**2 - 2.0 * gamma**3
 
 
+def _mosaic(camera):
+    """HxWx3 linear camera RGB -> HxW RGGB Bayer mosaic: R top left, B bottom right, G on the other diagonal."""
+    mosaic = np.empty(camera.shape[:2])
+    for (row, column), channel in (((0, 0), 0), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2)):
+        mosaic[row::2, column::2] = camera[row::2, column::2, channel]
+    return mosaic
+
+
+def _developed(mosaic, srgb_to_camera, gains):
+    """HxW raw mosaic (0-1) -> HxWx3 sRGB 0-1 as the camera develops it: 16-bit, demosaicked (bilinear), processed."""
+    raw16 = np.rint(np.clip(mosaic, 0.0, 1.0) * 65535).astype(np.uint16)
+    demosaicked = cv2.cvtColor(raw16, cv2.COLOR_BayerBG2RGB).astype(np.float64) / 65535  # OpenCV's name for RGGB
+    return _from_raw(demosaicked, srgb_to_camera, gains)
+
+
 def camera_noise(image, rng, min_level, max_level):
-    """A clean sRGB photo (HxWx3 uint8 BGR, or HxWx1 grey) as a camera would record it: unprocessed to raw,
+    """A clean sRGB photo (HxWx3 uint8 BGR, or HxWx1 grey) with the noise a camera records: unprocessed to raw,
     mosaicked (RGGB), heteroscedastic noise of variance shot * x + read added per sample (level ~ U[min, max],
-    0..100, log-uniform in shot), demosaicked (bilinear) and processed back to uint8 in the input's channels."""
+    0..100, log-uniform in shot), demosaicked and processed back; only that noise (developed noisy minus
+    developed clean) is added to the photo, whose detail stays as it was: a real photo's clean version went
+    through the camera's demosaicking too, so a network must not learn to undo it."""
     srgb_to_camera, gains, shot, read = _camera_settings(rng, rng.uniform(min_level, max_level))
     height, width = image.shape[:2]
     bgr = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
     even = np.pad(bgr, ((0, height % 2), (0, width % 2), (0, 0)), mode="symmetric")  # whole 2x2 Bayer cells
-    camera = _to_raw(even[:, :, ::-1].astype(np.float64) / 255.0, srgb_to_camera, gains)
-    mosaic = np.empty(camera.shape[:2])  # RGGB: R top left, B bottom right, G on the other diagonal
-    for (row, column), channel in (((0, 0), 0), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2)):
-        mosaic[row::2, column::2] = camera[row::2, column::2, channel]
-    mosaic += np.sqrt(shot * np.maximum(mosaic, 0.0) + read) * rng.standard_normal(mosaic.shape)
-    raw16 = np.rint(np.clip(mosaic, 0.0, 1.0) * 65535).astype(np.uint16)
-    demosaicked = cv2.cvtColor(raw16, cv2.COLOR_BayerBG2RGB).astype(np.float64) / 65535  # OpenCV's name for RGGB
-    rgb = _from_raw(demosaicked, srgb_to_camera, gains)[:height, :width]
-    noisy = np.clip(np.rint(rgb[:, :, ::-1] * 255.0), 0, 255).astype(np.uint8)
-    return noisy if image.shape[2] == 3 else cv2.cvtColor(noisy, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
+    mosaic = _mosaic(_to_raw(even[:, :, ::-1].astype(np.float64) / 255.0, srgb_to_camera, gains))
+    noisy = mosaic + np.sqrt(shot * np.maximum(mosaic, 0.0) + read) * rng.standard_normal(mosaic.shape)
+    noise = _developed(noisy, srgb_to_camera, gains) - _developed(mosaic, srgb_to_camera, gains)  # sRGB 0-1
+    result = np.clip(np.rint(bgr + noise[:height, :width, ::-1] * 255.0), 0, 255).astype(np.uint8)
+    return result if image.shape[2] == 3 else cv2.cvtColor(result, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
 
 
 def chroma_smoothing(image, rng, min_sigma, max_sigma):
@@ -215,6 +227,20 @@ def chroma_smoothing(image, rng, min_sigma, max_sigma):
     ycrcb = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_BGR2YCrCb)  # float: the 0-1 scale
     ycrcb[:, :, 1:] = cv2.GaussianBlur(ycrcb[:, :, 1:], (0, 0), sigma)
     return np.clip(np.rint(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR) * 255.0), 0, 255).astype(np.uint8)
+
+
+GRAIN_SIGMA = 3.0  # pixels: the spatial scale of coarse grain (a Gaussian blur of white noise)
+
+
+def coarse_grain(image, rng, min_stddev, max_stddev):
+    """Low-frequency luma noise of std ~ U[min, max] (0-255 scale): white noise blurred by a Gaussian of
+    GRAIN_SIGMA pixels and rescaled, the same in every channel; the blotchy grain a camera's noise reduction leaves
+    of its noise, which white or demosaicked noise lacks (real photos stay correlated 3-4 pixels apart)."""
+    stddev = rng.uniform(min_stddev, max_stddev)
+    white = standard_normal(rng, image.shape[:2]).astype(np.float32)
+    blurred = cv2.GaussianBlur(white, (0, 0), GRAIN_SIGMA, borderType=cv2.BORDER_REFLECT)
+    grain = blurred * (stddev / max(float(blurred.std()), 1e-8))
+    return np.clip(np.rint(image + grain[:, :, np.newaxis]), 0, 255).astype(np.uint8)
 
 
 def jpeg_noise(image, rng, min_quality, max_quality):
@@ -242,6 +268,7 @@ NOISE_MODELS = {
     "bernoulli": NoiseModel(bernoulli_noise, ("min_drop", "max_drop"), (0.0, 100.0), False),
     "camera": NoiseModel(camera_noise, ("min_level", "max_level"), (0.0, 100.0), False),
     "chroma": NoiseModel(chroma_smoothing, ("min_sigma", "max_sigma"), (0.0, 20.0), False),
+    "grain": NoiseModel(coarse_grain, ("min_stddev", "max_stddev"), (0.0, 255.0), False),
     "jpeg": NoiseModel(jpeg_noise, ("min_quality", "max_quality"), (1.0, 100.0), False),
 }
 COMBINE = "+"  # "gaussian,0,25+impulse,0,20": the noises applied one after the other, left to right

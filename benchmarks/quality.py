@@ -23,6 +23,7 @@ RECIPES = {"gaussian": ("gaussian,0,50", "mse", "gaussian,25,25"),
            "text": ("text,0,50", "mae", "text,25,25"),
            "impulse": ("impulse,0,95", "l0", "impulse,70,70")}
 NLM_STRENGTHS = (5, 10, 15, 20, 25, 30, 40)
+METHODS = ("noisy_targets", "clean_targets", "noisy_targets_zero_mean", "neighbor2neighbor")
 
 
 def get_args():
@@ -37,22 +38,45 @@ def get_args():
                              "so that the evaluation images play no part in training")
     common.add_train_py_flags(parser, nb_epochs=3, steps=100)
     parser.add_argument("--zero_mean", action="store_true", help="also train gaussian with --zero_mean_targets")
+    parser.add_argument("--neighbor2neighbor", action="store_true",
+                        help="also train gaussian with train.py --method neighbor2neighbor (single noisy patches, "
+                             "the same source noise, no targets)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS[:2]),
+                        help="which runs to train and score (with --zero_mean and --neighbor2neighbor added)")
     parser.add_argument("--output_path", default="runs/quality", help="where the training runs go")
     parser.add_argument("--reuse", action="store_true",
                         help="score runs that already finished (history.npz in their folder) without training again")
     return parser.parse_args()
 
 
-def train(args, noise, name, target, *flags):
+def method_flags(noise, name):
+    """train.py's target and method flags for one method of `noise`'s recipe."""
+    source, loss, _ = RECIPES[noise]
+    if name == "neighbor2neighbor":  # its own loss, and its targets are sub-images of the sources
+        return ("--method", "neighbor2neighbor")
+    target = "clean" if name == "clean_targets" else source
+    zero_mean = ("--zero_mean_targets",) if name == "noisy_targets_zero_mean" else ()
+    return ("--loss", loss, "--target_noise_model", target, *zero_mean)
+
+
+def chosen_methods(args, noise):
+    """The methods to run for `noise`, in METHODS order; the gaussian-only ones only for gaussian."""
+    chosen = set(args.methods) | {name for name, flag in (("noisy_targets_zero_mean", args.zero_mean),
+                                                          ("neighbor2neighbor", args.neighbor2neighbor)) if flag}
+    if noise != "gaussian":  # --zero_mean_targets changes additive noise only; N2N's loss is mse
+        chosen -= {"noisy_targets_zero_mean", "neighbor2neighbor"}
+    return [name for name in METHODS if name in chosen]
+
+
+def train(args, noise, name):
     """Run train.py (with --mixed_precision) for one method; returns (its output folder, wall seconds: None where
     --reuse found the run finished)."""
-    source, loss, validation = RECIPES[noise]
+    source, _, validation = RECIPES[noise]
     output = Path(args.output_path) / noise / name
     if args.reuse and (output / "history.npz").exists():
         return output, None
-    _, wall = common.run_train_py(args, args.select_dir, output, "--loss", loss, "--mixed_precision",
-                                  "--source_noise_model", source, "--target_noise_model", target,
-                                  "--val_noise_model", validation, *flags)
+    _, wall = common.run_train_py(args, args.select_dir, output, "--mixed_precision", "--source_noise_model", source,
+                                  "--val_noise_model", validation, *method_flags(noise, name))
     return output, wall
 
 
@@ -95,11 +119,8 @@ def main():
         common.emit("quality", noise=noise, method="noisy_input", psnr=psnr, ssim=ssim, **shared)
         h, psnr, ssim = best_nlm(pairs)
         common.emit("quality", noise=noise, method="opencv_nlm", h=h, psnr=psnr, ssim=ssim, **shared)
-        methods = [("noisy_targets", RECIPES[noise][0], ()), ("clean_targets", "clean", ())]
-        if args.zero_mean and noise == "gaussian":
-            methods.append(("noisy_targets_zero_mean", RECIPES[noise][0], ("--zero_mean_targets",)))
-        for name, target, flags in methods:
-            folder, seconds = train(args, noise, name, target, *flags)
+        for name in chosen_methods(args, noise):
+            folder, seconds = train(args, noise, name)
             psnr, ssim = model_scores(folder, pairs)
             common.emit("quality", noise=noise, method=name, psnr=psnr, ssim=ssim,
                         train_s=seconds and round(seconds), **shared)

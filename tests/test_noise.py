@@ -10,7 +10,7 @@ import noise_model
 from noise_model import get_noise_model, parse_noise_spec
 
 SPECS = ["gaussian,0,50", "clean", "text,0,50", "impulse,0,50", "poisson,5,50", "bernoulli,0,50", "camera,0,100",
-         "jpeg,30,95", "gaussian,0,25+impulse,0,20", "camera,0,50+chroma,1,4+jpeg,60,95"]
+         "jpeg,30,95", "grain,1,3", "gaussian,0,25+impulse,0,20", "camera,0,50+chroma,1,4+grain,1,3+jpeg,60,95"]
 GREY = np.full((128, 128, 3), 128, np.uint8)
 
 
@@ -337,3 +337,17 @@ def test_chroma_smoothing_after_camera_noise_leaves_luma_noise_correlated_across
                                                                                  channel_correlation(smoothed))
     assert np.abs(smoothed.mean(axis=(0, 1)) - 128).max() < 2
     np.testing.assert_array_equal(get_noise_model("chroma,0,0")(grey, np.random.default_rng(0)), grey)
+
+
+def test_coarse_grain_is_correlated_pixels_apart_the_same_in_every_channel_at_the_drawn_strength():
+    """grain is low-frequency noise: still correlated 3 pixels away (camera noise alone about 0.2 there, real
+    photos 0.36), its std the drawn one, identical in the three channels; grain,0,0 changes nothing."""
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    grainy = get_noise_model("grain,4,4")(grey, np.random.default_rng(6))
+    residual = grainy.astype(np.float64) - grey
+    assert abs(residual.std() - 4) < 0.3, residual.std()
+    np.testing.assert_array_equal(residual[..., 0], residual[..., 2])
+    centred = residual[..., 0] - residual[..., 0].mean()
+    lag3 = float(np.mean(centred[:, 3:] * centred[:, :-3]) / np.mean(centred**2))
+    assert lag3 > 0.5, lag3
+    np.testing.assert_array_equal(get_noise_model("grain,0,0")(grey, np.random.default_rng(0)), grey)
