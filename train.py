@@ -10,6 +10,7 @@ Writes into --output_path: the best checkpoint by val_PSNR
 epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
+import argparse
 import contextlib
 import math
 import shutil
@@ -27,6 +28,9 @@ from noise_model import SPEC_HELP as NOISE_HELP, adds_noise, get_noise_model, no
 
 # --method: Noise2Noise's noisy pairs, or Neighbor2Neighbor's neighbouring pixels of single noisy patches.
 METHODS = ("noise2noise", "neighbor2neighbor")
+# Initial learning rate where --lr is not given: the original's 0.01 for the SRResNet; the UNet (no batch
+# normalisation) turns to NaN within a few steps at 0.01 and trains at 0.001, the original README's recipes' rate.
+DEFAULT_LR = {"srresnet": 0.01, "unet": 0.001}
 
 # Keras and the modules that use it (callbacks, distribute, generator, model) are imported by the functions that
 # use them, after the flags have parsed: --help and flag errors answer at once, not after seconds of imports.
@@ -85,8 +89,10 @@ def add_training_flags(parser):
                             "to this in the last (the authors' choice for synthetic noise)")
     group.add_argument("--nb_epochs", type=cli.positive_int, default=60, help="number of epochs")
     group.add_argument("--steps", type=cli.positive_int, default=1000, help="batches per epoch")
-    group.add_argument("--lr", type=cli.positive_float, default=0.01,
-                       help="initial Adam learning rate; halved at 25 %%, 50 %% and 75 %% of the epochs")
+    group.add_argument("--lr", type=cli.positive_float, default=argparse.SUPPRESS,
+                       help="initial Adam learning rate; halved at 25 %%, 50 %% and 75 %% of the epochs (default: "
+                            + ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
+                            + "; the UNet diverges at the SRResNet's 0.01)")
     group.add_argument("--loss", choices=("mse", "mae", "l0"), default="mse",
                        help="loss: mse, mae, or l0 (annealed from L2 towards L0, for impulse noise)")
     group.add_argument("--weight", type=cli.weight_file, default=None,
@@ -135,6 +141,7 @@ def get_args(argv=None):
     for add_flags in (add_data_flags, add_noise_flags, add_training_flags, add_speed_flags):
         add_flags(parser)
     args = parser.parse_args(argv)
+    args.lr = getattr(args, "lr", DEFAULT_LR[args.model])
     check_method(parser, args)
     if args.model == "unet" and args.image_size % images.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {images.SIZE_MULTIPLE}, "
