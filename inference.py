@@ -118,8 +118,9 @@ def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP, progress=None, st
     return predict_tiled(model, batch, tile, overlap, progress) if tile else predict_padded(model, batch)
 
 
-def denoise(model, image, tile=0, overlap=TILE_OVERLAP, stride=1):
-    """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); tile > 0: in tiles;
-    stride > 1: on pixel-shuffled sub-images."""
-    prediction = predict_images(model, image[np.newaxis].astype(np.float32), tile, overlap, stride=stride)[0]
+def denoise(model, image, tile=0, overlap=TILE_OVERLAP, stride=1, progress=None):
+    """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); tile > 0: in tiles
+    (progress as predict_tiled's); stride > 1: on pixel-shuffled sub-images."""
+    batch = image[np.newaxis].astype(np.float32)
+    prediction = predict_images(model, batch, tile, overlap, progress, stride=stride)[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

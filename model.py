@@ -126,6 +126,11 @@ def cpu_emulates_bfloat16(cpuinfo="/proc/cpuinfo"):
     return flags is not None and "avx512f" not in flags
 
 
+def bfloat16_is_emulated():
+    """True where mixed precision would run on a CPU without AVX-512 (no GPU): slower than float32 there."""
+    return gpu_compute_capability() is None and cpu_emulates_bfloat16()
+
+
 def use_mixed_precision():
     """Make the models built from now on compute in 16 bits (variables stay float32); returns the policy name.
 

@@ -18,6 +18,7 @@ import contextlib
 import csv
 import functools
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -30,6 +31,10 @@ from noise_model import SPEC_HELP, adds_noise, get_noise_model, noise_spec
 
 DEFAULT_SHIPPED = "gaussian"  # the weights test_model.py denoises with where --weight_file is not given
 REAL_PHOTO_SHIPPED = "camera"  # ... and with --test_noise_model clean: real photos carry camera noise
+# What --mixed_precision costs in quality, as measured (docs/speed.md): stated in --help.
+MIXED_PRECISION_COST = "costs under 0.01 dB (shipped gaussian weights: Set14 at sigma 25, real photos)"
+# A photo that takes longer than this many seconds shows its progress, tile by tile (with --tile).
+PROGRESS_AFTER_S = 5.0
 
 # model.py (Keras) is imported by the functions that use it, after the flags have parsed: --help and flag errors
 # answer at once, not after seconds of imports.
@@ -83,6 +88,10 @@ def get_args(argv=None):
                              "them: for weights trained with train.py --pixel_shuffle STRIDE, where neighbouring "
                              "pixels of the sub-images are STRIDE apart in the photo, past the reach of camera noise's "
                              "spatial correlation; 1: the photo as it is")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="compute in bfloat16 (float16 on GPUs before Ampere), input and output layer in float32: "
+                             "faster where the CPU has AVX-512 bfloat16 or on a recent GPU; "
+                             f"{MIXED_PRECISION_COST}")
     parser.add_argument("--output_mode", choices=("triptych", "denoised"), default="triptych",
                         help="triptych: original | noisy | denoised side by side as PNG, cropped to a multiple of "
                              "16 (the original's output); denoised: only the denoised image, full size, with the "
@@ -140,7 +149,7 @@ def triptych_result(model, path, noise, rng, args):
         return None
     original = images.crop_to_multiple(images.to_channels(image, model.input_shape[-1]))
     noisy = noise(original, rng)
-    denoised = denoise(model, noisy, args.tile, args.tile_overlap, args.pixel_shuffle)
+    denoised = denoise(model, noisy, args.tile, args.tile_overlap, args.pixel_shuffle, TileProgress(path.name))
     reference = original
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=False)
@@ -159,7 +168,8 @@ def full_size_result(model, path, noise, rng, args):
     channels = model.input_shape[-1]
     original = images.to_channels(as_0_255(source), channels)
     noisy = noise(original, rng).astype(np.float32)
-    output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap, stride=args.pixel_shuffle)[0]
+    output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap, TileProgress(path.name),
+                            stride=args.pixel_shuffle)[0]
     if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
         output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
     picture = images.encode_like(np.repeat(output, 3 // output.shape[2], axis=2), source)
@@ -170,6 +180,27 @@ def full_size_result(model, path, noise, rng, args):
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=True)
     return reference, noisy, written, picture
+
+
+class TileProgress:
+    """Progress of one photo's tiles (inference.predict_tiled's progress(done, total)): silent for the first
+    PROGRESS_AFTER_S seconds, then a line every PROGRESS_AFTER_S seconds with the tiles done and the time left.
+    With --pixel_shuffle the count (and the time left) is that of the sub-image being denoised."""
+
+    def __init__(self, name):
+        self.name = name
+        self.start = self.previous = self.printed = time.monotonic()
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if done == 1:  # a new pass over the tiles (the next sub-image) began when the last one ended
+            self.start = self.previous
+        self.previous = now
+        if now - self.printed < PROGRESS_AFTER_S or done == total:
+            return
+        self.printed = now
+        left = (now - self.start) / done * (total - done)
+        print(f"  {self.name}: tile {done}/{total}, about {left:.0f} s left", flush=True)
 
 
 def as_0_255(image_file):
@@ -247,6 +278,11 @@ def load_model(args):
                                 f"{cli.SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
         args.weight_file = cli.shipped_weights()[name]
         print(f"using the shipped {name} weights: {args.weight_file}")
+    if args.mixed_precision:
+        print(f"mixed precision: {models.use_mixed_precision()}")
+        if models.bfloat16_is_emulated():
+            print("warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is "
+                  "emulated and denoising is slower than without the flag", file=sys.stderr)
     try:
         model = models.get_model(args.model, channels=models.channels_of_weights(args.weight_file))
         models.load_weights(model, args.weight_file)
@@ -277,12 +313,17 @@ def denoise_folder(model, paths, args, output_dir):
     names = output_names(paths, args.image_dir, keep_suffix=args.output_mode == "denoised")
     for number, path in enumerate(paths, 1):
         name = path.relative_to(args.image_dir).as_posix()
+        start = time.perf_counter()
         result = result_of(model, path, noise, rng, args)
+        seconds = time.perf_counter() - start
         if result is None:
             print(f"warning: skipping {path}: not a readable image of at least 16x16 pixels", file=sys.stderr)
             continue
         reference, noisy, denoised, picture = result
         done += 1
+        if seconds > PROGRESS_AFTER_S:  # a large photo: say how fast it went (read, noise and network)
+            print(f"  {name}: {noisy.shape[1]}x{noisy.shape[0]} in {seconds:.1f} s, "
+                  f"{noisy.shape[0] * noisy.shape[1] / seconds:,.0f} pixels a second")
         if has_reference and reference is not None:
             rows.append((name, *image_scores(reference, noisy), *image_scores(reference, denoised)))
             print(f"[{number}/{len(paths)}] {name}: noisy {rows[-1][1]:.2f} dB, denoised {rows[-1][3]:.2f} dB "

@@ -247,7 +247,7 @@ def build_model(args, replicas=1):
 
     if args.mixed_precision:
         print(f"mixed precision: {models.use_mixed_precision()}")
-        if models.gpu_compute_capability() is None and models.cpu_emulates_bfloat16():
+        if models.bfloat16_is_emulated():
             print("warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is "
                   "emulated and training is several times slower than without the flag "
                   "(docs/speed.md)", file=sys.stderr)

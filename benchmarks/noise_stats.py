@@ -20,7 +20,7 @@ def get_args():
     parser.add_argument("--pairs", type=cli.existing_dir, default=str(common.DATASETS / "PolyU-Canon5D2"),
                         help="folder with noisy/ and clean/ photos of the same names")
     parser.add_argument("--noise", nargs="*", type=noise_spec,
-                        default=["camera,45,45+chroma,3,3+jpeg,90,90", "gaussian,4,4"],
+                        default=["camera,45,45+chroma,3,3+grain,2,2+jpeg,90,90", "gaussian,4,4"],
                         help="noise specs to compare with the real noise (drawn on the clean photos)")
     parser.add_argument("--draws", type=int, default=0,
                         help="noisy draws per photo averaged for the bias (0: no bias measurement)")

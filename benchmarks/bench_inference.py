@@ -1,0 +1,109 @@
+"""CPU (or GPU) inference speed against the machine's convolution peak, in one run: the SRResNet's 64->64 3x3
+convolution alone on a 512x512 map in float32 and in bfloat16 (the peak), then test_model.py --tile on a large
+photo in float32 and with --mixed_precision (in child processes, as users run it), as pixels a second, as a
+fraction of that peak, and with the child's peak resident memory."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+import common
+
+import cli  # (common put the repository on sys.path)
+import inference  # (NumPy only)
+from bench_tiled import size, tile
+
+CONV_SIZE, FEATURES = 512, 64  # the peak's map: 512x512, 64 features in and out (the SRResNet's body)
+
+
+def get_args():
+    parser = common.get_parser(__doc__)
+    parser.add_argument("--photo", type=cli.existing_file, default=str(common.DATASETS / "Set14" / "barbara.png"),
+                        help="photo to enlarge (bicubic) and add gaussian,25,25 noise to")
+    parser.add_argument("--size", type=size, default="4000x3000", help="WIDTHxHEIGHT of the large photo")
+    parser.add_argument("--tile", type=tile, default=512, help="test_model.py --tile")
+    parser.add_argument("--repeats", type=cli.positive_int, default=10, help="timed convolutions per precision")
+    parser.add_argument("--skip_mixed", action="store_true", help="float32 only (where bfloat16 is emulated)")
+    return parser.parse_args()
+
+
+def conv_peak_gflops(policy, repeats):
+    """GFLOP/s of one Keras 64->64 3x3 'same' convolution on a 1x512x512x64 map under a dtype policy (median of
+    `repeats` timed calls after two warm-up calls)."""
+    import keras
+
+    inputs = keras.Input((CONV_SIZE, CONV_SIZE, FEATURES))
+    conv = keras.Model(inputs, keras.layers.Conv2D(FEATURES, 3, padding="same", dtype=policy)(inputs))
+    feature_map = np.random.default_rng(0).standard_normal((1, CONV_SIZE, CONV_SIZE, FEATURES)).astype(np.float32)
+    times = []
+    for call in range(repeats + 2):
+        start = time.perf_counter()
+        conv.predict_on_batch(feature_map)
+        times.append(time.perf_counter() - start)
+    flops = 2 * 9 * FEATURES * FEATURES * CONV_SIZE * CONV_SIZE
+    return flops / float(np.median(times[2:])) / 1e9
+
+
+def srresnet_flops_per_pixel():
+    """Multiply-adds x 2 of every convolution of the SRResNet, per output pixel (about 2.4 million)."""
+    common.import_keras()
+    import model as models
+
+    network = models.get_model("srresnet")
+    convs = [layer for layer in network.layers if layer.__class__.__name__ == "Conv2D"]
+    return sum(2 * np.prod(layer.kernel.shape) for layer in convs)
+
+
+def tiled_run(folder, args, flags):
+    """test_model.py --tile on `folder` in a child process: (pixels a second it printed, its peak RSS in GiB)."""
+    command = [sys.executable, str(common.REPO / "test_model.py"), "--image_dir", folder, "--tile", str(args.tile),
+               "--weight_file", "gaussian", "--test_noise_model", "clean", "--output_mode", "denoised",
+               "--output_dir", f"{folder}_out", *flags]
+    with tempfile.TemporaryFile("w+") as output:
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (ru_maxrss in KiB on Linux)
+        output.seek(0)
+        printed = output.read()
+    shutil.rmtree(f"{folder}_out", ignore_errors=True)
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"test_model.py failed (exit status {os.waitstatus_to_exitcode(status)}):\n{printed[-3000:]}")
+    rate = re.search(r"in [\d.]+ s, ([\d,]+) pixels a second", printed)
+    return float(rate.group(1).replace(",", "")), round(usage.ru_maxrss / 2**20, 2)
+
+
+def main():
+    args = get_args()
+    common.import_keras()
+    photo = cv2.imread(args.photo, cv2.IMREAD_COLOR)
+    if photo is None:
+        sys.exit(f"bench_inference.py: error: --photo {args.photo}: not an image OpenCV can read")
+    flops_per_pixel = srresnet_flops_per_pixel()
+    width, height = args.size
+    padded = [inference.padded_size(side) for side in (height, width)]
+    tiles = [len(inference.tile_starts(side, args.tile, inference.TILE_OVERLAP)) for side in padded]
+    computed_per_photo_pixel = tiles[0] * tiles[1] * args.tile**2 / (width * height)
+    precisions = [("float32", "float32", [])] + ([] if args.skip_mixed else
+                                                  [("bfloat16", "mixed_bfloat16", ["--mixed_precision"])])
+    with tempfile.TemporaryDirectory() as folder:
+        cv2.imwrite(f"{folder}/large.png", cv2.resize(photo, args.size, interpolation=cv2.INTER_CUBIC))
+        for name, policy, flags in precisions:
+            peak = conv_peak_gflops(policy, args.repeats)
+            rate, peak_rss_gib = tiled_run(folder, args, flags)
+            gflops = rate * flops_per_pixel / 1e9
+            common.emit("inference", precision=name, conv_peak_gflops=round(peak, 1), size=f"{width}x{height}",
+                        tile=args.tile, pixels_per_s=round(rate), gflops_photo_pixels=round(gflops, 1),
+                        fraction_of_peak=round(gflops / peak, 3),
+                        fraction_of_peak_tile_pixels=round(gflops * computed_per_photo_pixel / peak, 3),
+                        tile_pixels_per_photo_pixel=round(computed_per_photo_pixel, 3),
+                        peak_rss_gib=peak_rss_gib, mflop_per_pixel=round(flops_per_pixel / 1e6, 3))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
