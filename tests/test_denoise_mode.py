@@ -88,30 +88,42 @@ def report_rows(folder):
         return {row["image"]: row for row in csv.DictReader(handle)}
 
 
-def test_mixed_precision_denoises_as_float32_does_within_a_tenth_of_a_db(photo_folder, tmp_path):
+@pytest.fixture(scope="module")
+def small_photos(tmp_path_factory):
+    """Two 200x300 lossless photos."""
+    folder = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(5)
+    for name in ("one.png", "two.png"):
+        cv2.imwrite(str(folder / name), synthetic_photo(rng, 200, 300))
+    return folder
+
+
+def test_mixed_precision_denoises_as_float32_does_within_a_tenth_of_a_db(small_photos, tmp_path):
     """--mixed_precision (bfloat16 on a CPU) against float32, same noise: every image's PSNR within 0.1 dB, and the
     written pixels not bit-identical (the flag does change the arithmetic)."""
     runs = {}
     for name, extra in (("float32", []), ("mixed", ["--mixed_precision"])):
-        result = run_main("test_model", "--image_dir", photo_folder, "--output_mode", "denoised",
+        result = run_main("test_model", "--image_dir", small_photos, "--output_mode", "denoised",
                           "--output_dir", tmp_path / name, *extra)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = report_rows(tmp_path / name)
     assert "mixed precision: mixed_" in result.stdout
+    assert set(runs["float32"]) == {"one.png", "two.png", "mean"}
     for image, row in runs["float32"].items():
         assert abs(float(row["denoised_psnr"]) - float(runs["mixed"][image]["denoised_psnr"])) < 0.1, image
-    float32, mixed = (cv2.imread(str(tmp_path / name / "sub" / "big.jpg")) for name in ("float32", "mixed"))
+    float32, mixed = (cv2.imread(str(tmp_path / name / "one.png")) for name in ("float32", "mixed"))
     assert float32.shape == mixed.shape and (float32 != mixed).any()
 
 
-def test_tiled_denoising_reports_progress_with_the_time_left(photo_folder, tmp_path, monkeypatch):
-    """A photo in 20 tiles (1000x700, padded to 1024x704, in tiles of 256, PROGRESS_AFTER_S set to 0 here): lines that count the
-    tiles up and say the time left."""
+def test_tiled_denoising_reports_progress_with_the_time_left(small_photos, tmp_path, monkeypatch):
+    """A photo in 12 tiles (300x200, padded to 320x256, in tiles of 128 sharing 64; PROGRESS_AFTER_S set to 0
+    here): lines that count the tiles up and say the time left, then the photo's pixels a second."""
     import test_model
 
     monkeypatch.setattr(test_model, "PROGRESS_AFTER_S", 0.0)
-    result = run_main("test_model", "--image_dir", photo_folder / "sub", "--output_mode", "denoised",
-                      "--tile", 256, "--output_dir", tmp_path / "out")
+    result = run_main("test_model", "--image_dir", small_photos, "--output_mode", "denoised",
+                      "--tile", 128, "--output_dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = [int(done) for done in re.findall(r"big\.jpg: tile (\d+)/20, about \d+ s left", result.stdout)]
-    assert counts == list(range(1, 20)), result.stdout[-2000:]
+    counts = [int(done) for done in re.findall(r"one\.png: tile (\d+)/12, about \d+ s left", result.stdout)]
+    assert counts == list(range(1, 12)), result.stdout[-2000:]
+    assert re.search(r"one\.png: 300x200 in [\d.]+ s, [\d,]+ pixels a second", result.stdout), result.stdout[-2000:]
