@@ -6,6 +6,7 @@ work. Knows nothing of files of images or of noise: tensors are float pixel valu
 """
 import functools
 import math
+import sys
 import warnings
 
 import h5py
@@ -126,9 +127,13 @@ def cpu_emulates_bfloat16(cpuinfo="/proc/cpuinfo"):
     return flags is not None and "avx512f" not in flags
 
 
-def bfloat16_is_emulated():
-    """True where mixed precision would run on a CPU without AVX-512 (no GPU): slower than float32 there."""
-    return gpu_compute_capability() is None and cpu_emulates_bfloat16()
+def start_mixed_precision(work):
+    """--mixed_precision of train.py and test_model.py: use_mixed_precision, the policy printed, and a warning on
+    stderr where a CPU without AVX-512 (no GPU) emulates bfloat16, so that `work` is slower than in float32."""
+    print(f"mixed precision: {use_mixed_precision()}")
+    if gpu_compute_capability() is None and cpu_emulates_bfloat16():
+        print(f"warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is emulated "
+              f"and {work} is several times slower than without the flag (docs/speed.md)", file=sys.stderr)
 
 
 def use_mixed_precision():

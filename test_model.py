@@ -279,10 +279,7 @@ def load_model(args):
         args.weight_file = cli.shipped_weights()[name]
         print(f"using the shipped {name} weights: {args.weight_file}")
     if args.mixed_precision:
-        print(f"mixed precision: {models.use_mixed_precision()}")
-        if models.bfloat16_is_emulated():
-            print("warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is "
-                  "emulated and denoising is slower than without the flag", file=sys.stderr)
+        models.start_mixed_precision("denoising")
     try:
         model = models.get_model(args.model, channels=models.channels_of_weights(args.weight_file))
         models.load_weights(model, args.weight_file)

@@ -246,11 +246,7 @@ def build_model(args, replicas=1):
     import model as models
 
     if args.mixed_precision:
-        print(f"mixed precision: {models.use_mixed_precision()}")
-        if models.bfloat16_is_emulated():
-            print("warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is "
-                  "emulated and training is several times slower than without the flag "
-                  "(docs/speed.md)", file=sys.stderr)
+        models.start_mixed_precision("training")
     synchronized = replicas > 1 and keras.backend.backend() == "tensorflow"
     network = models.get_model(args.model, channels=args.channels, synchronized_bn=synchronized)
     if args.weight:

@@ -1,7 +1,7 @@
 """CPU (or GPU) inference speed against the machine's convolution peak, in one run: the SRResNet's 64->64 3x3
-convolution alone on a 512x512 map in float32 and in bfloat16 (the peak), then test_model.py --tile on a large
-photo in float32 and with --mixed_precision (in child processes, as users run it), as pixels a second, as a
-fraction of that peak, and with the child's peak resident memory."""
+convolution alone (CHAIN in a row) on a 512x512 map in float32 and in bfloat16 (the peak), then test_model.py
+--tile on a large photo in float32 and with --mixed_precision (in child processes, as users run it), as pixels a
+second, as a fraction of that peak, and with the child's peak resident memory."""
 import os
 import re
 import shutil
@@ -26,7 +26,7 @@ CHAIN = 16  # convolutions per timed call: the copy of the map in and out of one
 def get_args():
     parser = common.get_parser(__doc__)
     parser.add_argument("--photo", type=cli.existing_file, default=str(common.DATASETS / "Set14" / "barbara.png"),
-                        help="photo to enlarge (bicubic) and add gaussian,25,25 noise to")
+                        help="photo to enlarge (bicubic) and denoise as it is (--test_noise_model clean)")
     parser.add_argument("--size", type=size, default="4000x3000", help="WIDTHxHEIGHT of the large photo")
     parser.add_argument("--tile", type=tile, default=512, help="test_model.py --tile")
     parser.add_argument("--repeats", type=cli.positive_int, default=10, help="timed convolutions per precision")
@@ -46,7 +46,7 @@ def conv_peak_gflops(policy, repeats):
     conv = keras.Model(inputs, x)
     feature_map = np.random.default_rng(0).standard_normal((1, CONV_SIZE, CONV_SIZE, FEATURES)).astype(np.float32)
     times = []
-    for call in range(repeats + 2):
+    for _ in range(repeats + 2):
         start = time.perf_counter()
         conv.predict_on_batch(feature_map)
         times.append(time.perf_counter() - start)
