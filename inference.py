@@ -10,10 +10,12 @@ import numpy as np
 # program per padded shape (JAX, XLA), not one per size, for a few per cent of extra pixels on a photo.
 PAD_MULTIPLE = 64
 
-# Neighbouring tiles share TILE_OVERLAP pixels. Each ignores the outer part of the shared band (the SRResNet
-# sees 35 pixels around a pixel, so outputs there lack context) and the two cross-fade linearly over TILE_BLEND
-# pixels in its middle: seams neither show nor shift values.
-TILE_OVERLAP = 64
+# Neighbouring tiles share TILE_OVERLAP pixels. Each ignores the outer part of the shared band (outputs there
+# lack context) and the two cross-fade linearly over TILE_BLEND pixels in its middle: seams neither show nor
+# shift values. The SRResNet sees 35 pixels around a pixel, but its outputs hardly change beyond the nearest 8:
+# on Set14 in 128-pixel tiles, 32 shared pixels gave the whole image's PSNR (within 0.0001 dB, values within 2
+# levels) and compute 1.12x fewer pixels than 64 in 512-pixel tiles of a 12-megapixel photo.
+TILE_OVERLAP = 32
 TILE_BLEND = 16
 
 
@@ -38,11 +40,15 @@ def predict_padded(model, batch):
     return np.asarray(output, dtype=np.float32)[:, :height, :width]
 
 
-def tile_starts(size, tile, overlap):
-    """Offsets of the tiles that cover 0..size, `overlap` pixels shared by neighbours; the last ends at `size`."""
+def tile_spans(size, tile, overlap):
+    """(start, length) of the tiles that cover 0..size (a multiple of PAD_MULTIPLE), neighbours sharing at least
+    `overlap` pixels: full tiles, then one just long enough for the rest (rounded up to PAD_MULTIPLE pixels, so
+    that few shapes occur), which spares up to a tile's worth of computed pixels per row and column."""
     if size <= tile:
-        return [0]
-    return list(range(0, size - tile, tile - overlap)) + [size - tile]
+        return [(0, size)]
+    starts = range(0, size - tile, tile - overlap)
+    last = min(tile, padded_size(size - starts[-1] - tile + overlap))
+    return [(start, tile) for start in starts] + [(size - last, last)]
 
 
 def tile_weights(length, start, size, overlap):
@@ -61,18 +67,17 @@ def tile_weights(length, start, size, overlap):
 
 
 def predict_tiled(model, batch, tile, overlap=TILE_OVERLAP, progress=None):
-    """`predict_padded` in tile x tile pieces (tile and overlap multiples of 16): memory bounded by the tile,
-    and every tile has one shape, so one compiled program serves any image size. `progress(done, total)`,
-    where given, is called after every tile."""
+    """`predict_padded` in tile x tile pieces (tile and overlap multiples of 16; shorter ones at the bottom and
+    right, see tile_spans): memory bounded by the tile, and few tile shapes, so few compiled programs serve any
+    image size. `progress(done, total)`, where given, is called after every tile."""
     height, width = batch.shape[1:3]
     padded = reflect_padded(batch)
     total = np.zeros(padded.shape, np.float32)
     weight_sum = np.zeros(padded.shape[1:3], np.float32)
-    tiles = [(top, left) for top in tile_starts(padded.shape[1], tile, overlap)
-             for left in tile_starts(padded.shape[2], tile, overlap)]
-    for done, (top, left) in enumerate(tiles, 1):
-        piece = padded[:, top:top + tile, left:left + tile]
-        rows, columns = piece.shape[1:3]
+    tiles = [(rows, columns) for rows in tile_spans(padded.shape[1], tile, overlap)
+             for columns in tile_spans(padded.shape[2], tile, overlap)]
+    for done, ((top, rows), (left, columns)) in enumerate(tiles, 1):
+        piece = padded[:, top:top + rows, left:left + columns]
         weights = np.outer(tile_weights(rows, top, padded.shape[1], overlap),
                            tile_weights(columns, left, padded.shape[2], overlap))
         output = np.asarray(model.predict_on_batch(piece), dtype=np.float32)

@@ -32,7 +32,7 @@ from noise_model import SPEC_HELP, adds_noise, get_noise_model, noise_spec
 DEFAULT_SHIPPED = "gaussian"  # the weights test_model.py denoises with where --weight_file is not given
 REAL_PHOTO_SHIPPED = "camera"  # ... and with --test_noise_model clean: real photos carry camera noise
 # What --mixed_precision costs in quality, as measured (docs/speed.md): stated in --help.
-MIXED_PRECISION_COST = "costs under 0.01 dB (shipped gaussian weights: Set14 at sigma 25, real photos)"
+MIXED_PRECISION_COST = "costs under 0.03 dB (shipped weights: Set14 at sigma 25, real photos)"
 # A photo that takes longer than this many seconds shows its progress, tile by tile (with --tile).
 PROGRESS_AFTER_S = 5.0
 
@@ -81,8 +81,9 @@ def get_args(argv=None):
                         help="denoise in tiles of this many pixels square (a multiple of 16, e.g. 512) to bound the "
                              "memory of large photos; 0: the whole image at once")
     parser.add_argument("--tile_overlap", type=multiple_of_16, default=TILE_OVERLAP,
-                        help="pixels shared by neighbouring tiles, blended so that no seam shows (64 matches "
-                             "whole-image inference within rounding for the SRResNet)")
+                        help="pixels shared by neighbouring tiles, blended so that no seam shows (with 32 the "
+                             "SRResNet's PSNR equals whole-image inference's, pixels within 2 levels; 64: within "
+                             "rounding, more pixels to compute)")
     parser.add_argument("--pixel_shuffle", type=cli.bounded_int(1, 8), default=1, metavar="STRIDE",
                         help="denoise each of the STRIDE x STRIDE sub-images of every STRIDE-th pixel and reassemble "
                              "them: for weights trained with train.py --pixel_shuffle STRIDE, where neighbouring "
@@ -268,7 +269,8 @@ def default_weights(test_noise_model):
 
 
 def load_model(args):
-    """The --model network with the --weight_file weights (the shipped default where none is given)."""
+    """The --model network with the --weight_file weights (the shipped default where none is given), as
+    model.inference_network makes it: the same output, sooner."""
     import model as models
 
     if args.weight_file is None:
@@ -285,7 +287,7 @@ def load_model(args):
         models.load_weights(model, args.weight_file)
     except (ValueError, OSError) as error:
         raise cli.UserError(f"--weight_file {args.weight_file}: {error}") from None
-    return model
+    return models.inference_network(model)  # same output, sooner
 
 
 def save_or_show(picture, path, args, output_dir, name):

@@ -90,8 +90,9 @@ def main():
     flops_per_pixel = srresnet_flops_per_pixel()
     width, height = args.size
     padded = [inference.padded_size(side) for side in (height, width)]
-    tiles = [len(inference.tile_starts(side, args.tile, inference.TILE_OVERLAP)) for side in padded]
-    computed_per_photo_pixel = tiles[0] * tiles[1] * args.tile**2 / (width * height)
+    computed = [sum(length for _, length in inference.tile_spans(side, args.tile, inference.TILE_OVERLAP))
+                for side in padded]
+    computed_per_photo_pixel = computed[0] * computed[1] / (width * height)
     precisions = [("float32", "float32", [])] + ([] if args.skip_mixed else
                                                   [("bfloat16", "mixed_bfloat16", ["--mixed_precision"])])
     with tempfile.TemporaryDirectory() as folder:

@@ -35,22 +35,27 @@ def test_tile_weights_cross_fade_and_ignore_the_edges_inside_the_image(overlap):
     dead = (overlap - min(inference.TILE_BLEND, overlap)) // 2
     for size, regular in ((tile + 2 * (tile - overlap), True), (tile + 2 * (tile - overlap) + 37, False)):
         total = np.zeros(size, np.float32)
-        for start in inference.tile_starts(size, tile, overlap):
-            weights = inference.tile_weights(tile, start, size, overlap)
-            total[start:start + tile] += weights
+        for start, length in inference.tile_spans(size, tile, overlap):
+            weights = inference.tile_weights(length, start, size, overlap)
+            total[start:start + length] += weights
             if start > 0:
                 assert not weights[:dead].any()
-            if start + tile < size:
-                assert not weights[tile - dead:].any()
+            if start + length < size:
+                assert not weights[length - dead:].any()
         assert total.min() >= 1 - 1e-6
         if regular:
             np.testing.assert_allclose(total, 1.0, atol=1e-6)
 
 
-def test_tiles_cover_the_image_with_one_shape():
-    starts = inference.tile_starts(1000, 256, 64)
-    assert starts[0] == 0 and starts[-1] == 1000 - 256
-    assert all(0 < b - a <= 256 - 64 for a, b in zip(starts, starts[1:]))
+@pytest.mark.parametrize("size", [1024, 1088, 1152, 1216, 4032])
+def test_tiles_cover_the_image_full_size_but_the_last(size):
+    """Full 256-pixel tiles 192 apart, then the last one as short as the rest plus the overlap allows (a multiple
+    of 64), so that the computed pixels exceed the image by little more than the overlaps."""
+    spans = inference.tile_spans(size, 256, 64)
+    assert spans[0][0] == 0 and sum(spans[-1]) == size
+    assert all(length == 256 for _, length in spans[:-1]) and spans[-1][1] % 64 == 0
+    assert all(start + length - next_start >= 64 for (start, length), (next_start, _) in zip(spans, spans[1:]))
+    assert sum(length for _, length in spans) < size + 64 * len(spans)
 
 
 def test_tiled_denoising_matches_the_whole_image_within_rounding(gaussian_model):

@@ -206,6 +206,28 @@ def test_denoise_rounds_and_clips_the_prediction_to_uint8():
     np.testing.assert_array_equal(inference.denoise(shifted, image), image)  # within half a level: unchanged
 
 
+def test_the_inference_network_computes_what_the_network_does():
+    """Random batch-normalisation statistics and PReLU slopes from -0.5 to 1.5: the 33 normalisations go into the
+    convolutions, every PReLU but the first (whose output also feeds the residual additions) becomes max(x, s x)
+    with channels of slope > 1 flipped, and the float32 output stays the same; the UNet comes back as it is."""
+    network = models.get_model("srresnet")
+    rng = np.random.default_rng(0)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, 64), rng.normal(0, 1, 64), rng.normal(0, 1, 64),
+                               rng.uniform(0.5, 2, 64)])
+        if isinstance(layer, keras.layers.PReLU):
+            layer.set_weights([rng.uniform(-0.5, 1.5, (1, 1, 64))])
+    fast = models.inference_network(network)
+    kinds = [layer.__class__.__name__ for layer in fast.layers]
+    assert "BatchNormalization" not in kinds and kinds.count("PReLU") == 1 and kinds.count("_MaxPReLU") == 16
+    image = rng.uniform(0, 255, (1, 40, 56, 3)).astype(np.float32)
+    expected = np.asarray(network.predict_on_batch(image))
+    np.testing.assert_allclose(fast.predict_on_batch(image), expected, atol=1e-4 * np.abs(expected).max())
+    unet = models.get_model("unet")
+    assert models.inference_network(unet) is unet
+
+
 @pytest.fixture
 def mixed_precision():
     """Mixed precision for the models built inside the test, float32 again afterwards."""

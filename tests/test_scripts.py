@@ -235,9 +235,9 @@ def test_test_model_takes_the_original_keras2_checkpoint(tmp_path):
 
 
 def test_test_model_tiles_through_the_command_line(image_folder, tmp_path):
-    """--tile: a tile larger than every image gives the whole-image result exactly; 64-pixel tiles with a
-    non-default --tile_overlap of 32 (several tiles across, one down for the 48-pixel-high image) stay within
-    a few grey levels of it at their seams and equal it on average."""
+    """--tile: a tile larger than every image gives the whole-image result exactly; 64-pixel tiles with
+    --tile_overlap 32 (the default; several tiles across, one down for the 48-pixel-high image) stay within a
+    few grey levels of it at their seams and equal it on average."""
     # (the gaussian weights, which the seam bound was measured with; for clean noise the default is now camera)
     common = ["--image_dir", image_folder, "--weight_file", "gaussian", "--test_noise_model", "clean",
               "--output_mode", "denoised"]
