@@ -259,11 +259,14 @@ def build_model(args, replicas=1):
     if args.method == "neighbor2neighbor":
         model, loss = models.neighbor2neighbor_model(network), models.NeighborLoss()
         model.compile(optimizer=optimizer, loss=loss, steps_per_execution=args.steps_per_execution)
-        return model, loss, network
-    loss = models.get_loss(args.loss)
-    network.compile(optimizer=optimizer, loss=loss, metrics=[models.psnr_metric()],
-                    steps_per_execution=args.steps_per_execution)
-    return network, loss, network
+    else:
+        model, loss = network, models.get_loss(args.loss)
+        model.compile(optimizer=optimizer, loss=loss, metrics=[models.psnr_metric()],
+                      steps_per_execution=args.steps_per_execution)
+    # The Adam state built now, eagerly: left to fit, it is built inside the first step's trace, 10 s later on
+    # TensorFlow (benchmarks/bench_startup.py).
+    model.optimizer.build(model.trainable_variables)
+    return model, loss, network
 
 
 def best_checkpoint(output_path, history):
