@@ -201,7 +201,7 @@ def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output
 
 @pytest.mark.parametrize("args, needles", [
     (["--tile", "60"], ["--tile", "multiple of 16"]),
-    (["--tile", "64"], ["--tile", "larger than --tile_overlap"]),
+    (["--tile", "32"], ["--tile", "larger than --tile_overlap"]),
     (["--tile_overlap", "-16", "--tile", "128"], ["--tile_overlap", "multiple of 16"]),
     (["--weight_file", "gausian"], ["--weight_file", "gausian", "shipped weights (camera, gaussian"]),
     (["--clean_dir", "."], ["--clean_dir", "--test_noise_model clean"]),  # scores noisy photos, adds no noise
