@@ -60,10 +60,11 @@ def test_backend_dependent_unit_tests_pass_on_jax(tmp_path):
     """The backend-dependent unit tests, run on JAX: all pass, and none is skipped but for a missing ../shared."""
     env = require_backend("jax")
     environment = {**os.environ, **env, "MPLBACKEND": "Agg"}
-    # -n 0: no xdist workers of its own (pytest.ini's default); the outer run already has one per core.
+    # -n 0: no xdist workers of its own (pytest.ini's default); the outer run already has one per core. The
+    # parameter counts do not depend on the backend, and JAX takes 20 s to initialise the UNet's 31 M weights.
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-n", "0", "-p", "no:cacheprovider",
-                             *BACKEND_DEPENDENT_TESTS], cwd=REPO, env=environment, capture_output=True, text=True,
-                            timeout=900)
+                             "-k", "not test_parameter_counts_match_the_original", *BACKEND_DEPENDENT_TESTS],
+                            cwd=REPO, env=environment, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-3000:]
     skipped = re.findall(r"^SKIPPED .*$", result.stdout, re.MULTILINE)
     assert all("../shared is optional" in line for line in skipped), skipped
