@@ -473,7 +473,10 @@ def _inference_weights(network, consumers, folded, rewritten):
     and -x below, and the consuming convolutions scale that input channel by -a: x and a * x, PReLU's values."""
     layer = network.get_layer
     weights = {conv: _folded_conv_weights(layer(conv), layer(norm)) for conv, norm in folded.items()}
-    conv_weights = lambda name: weights.setdefault(name, [np.asarray(w, np.float64) for w in layer(name).weights])
+
+    def conv_weights(name):  # the weights changed so far, else the network's own
+        return weights.setdefault(name, [np.asarray(weight, np.float64) for weight in layer(name).weights])
+
     for name, producer in rewritten.items():
         alpha = np.asarray(layer(name).alpha, np.float64)  # (1, 1, channels)
         flipped = alpha > 1

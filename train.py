@@ -263,8 +263,8 @@ def build_model(args, replicas=1):
         model, loss = network, models.get_loss(args.loss)
         model.compile(optimizer=optimizer, loss=loss, metrics=[models.psnr_metric()],
                       steps_per_execution=args.steps_per_execution)
-    # The Adam state built now, eagerly: left to fit, it is built inside the first step's trace, 10 s later on
-    # TensorFlow (benchmarks/bench_startup.py).
+    # The Adam state built now, eagerly: left to fit, it is built inside the first step's trace, 12-16 s later
+    # on TensorFlow (benchmarks/bench_startup.py).
     model.optimizer.build(model.trainable_variables)
     return model, loss, network
 
