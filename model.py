@@ -480,7 +480,7 @@ def _inference_weights(network, consumers, folded, rewritten):
     for name, producer in rewritten.items():
         alpha = np.asarray(layer(name).alpha, np.float64)  # (1, 1, channels)
         flipped = alpha > 1
-        weights[name] = [np.where(flipped, 1 / alpha, alpha)]
+        weights[name] = [np.where(flipped, 1 / np.where(flipped, alpha, 1.0), alpha)]  # no 1 / 0 for zero slopes
         if flipped.any():
             kernel, bias = conv_weights(producer)
             sign = np.where(flipped, -1.0, 1.0).reshape(-1)

@@ -37,6 +37,8 @@ def get_args():
                         help="train.py's --test_dir: the validation images that pick each run's best checkpoint, "
                              "so that the evaluation images play no part in training")
     common.add_train_py_flags(parser, nb_epochs=3, steps=100)
+    parser.add_argument("--model", choices=("srresnet", "unet"), default="srresnet",
+                        help="the network every run trains (train.py --model)")
     parser.add_argument("--zero_mean", action="store_true", help="also train gaussian with --zero_mean_targets")
     parser.add_argument("--neighbor2neighbor", action="store_true",
                         help="also train gaussian with train.py --method neighbor2neighbor (single noisy patches, "
@@ -72,11 +74,13 @@ def train(args, noise, name):
     """Run train.py (with --mixed_precision) for one method; returns (its output folder, wall seconds: None where
     --reuse found the run finished)."""
     source, _, validation = RECIPES[noise]
-    output = Path(args.output_path) / noise / name
+    output = Path(args.output_path) / noise / name if args.model == "srresnet" else \
+        Path(args.output_path) / f"{noise}_{args.model}" / name
     if args.reuse and (output / "history.npz").exists():
         return output, None
     _, wall = common.run_train_py(args, args.select_dir, output, "--mixed_precision", "--source_noise_model", source,
-                                  "--val_noise_model", validation, *method_flags(noise, name))
+                                  "--val_noise_model", validation, "--model", args.model,
+                                  *method_flags(noise, name))
     return output, wall
 
 
@@ -102,17 +106,18 @@ def evaluation_pairs(args, noise):
     return [(noise_model(clean, rng), clean) for clean in cleans]
 
 
-def model_scores(folder, pairs):
-    """PSNR and SSIM of the best checkpoint in `folder` (float32 inference)."""
+def model_scores(folder, pairs, model):
+    """PSNR and SSIM of the best checkpoint in `folder`, a `model` network (float32 inference)."""
     checkpoint = max(folder.glob("weights.*.weights.h5"), key=lambda path: path.stat().st_mtime)
-    network = models.get_model("srresnet")
+    network = models.get_model(model)
     models.load_weights(network, checkpoint)
     return scores(pairs, [inference.denoise(network, noisy) for noisy, _ in pairs])
 
 
 def main():
     args = get_args()
-    shared = dict(steps=args.nb_epochs * args.steps, batch="16x64x64", lr=args.lr, test_dir=Path(args.test_dir).name)
+    shared = dict(model=args.model, steps=args.nb_epochs * args.steps, batch="16x64x64", lr=args.lr,
+                  test_dir=Path(args.test_dir).name)
     for noise in args.noise:
         pairs = evaluation_pairs(args, noise)
         psnr, ssim = scores(pairs, [noisy for noisy, _ in pairs])
@@ -121,7 +126,7 @@ def main():
         common.emit("quality", noise=noise, method="opencv_nlm", h=h, psnr=psnr, ssim=ssim, **shared)
         for name in chosen_methods(args, noise):
             folder, seconds = train(args, noise, name)
-            psnr, ssim = model_scores(folder, pairs)
+            psnr, ssim = model_scores(folder, pairs, args.model)
             common.emit("quality", noise=noise, method=name, psnr=psnr, ssim=ssim,
                         train_s=seconds and round(seconds), **shared)
     return 0

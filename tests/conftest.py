@@ -5,8 +5,10 @@ import importlib
 import importlib.util
 import io
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,16 @@ import numpy as np
 import pytest
 
 import cli
+
+# JAX's persistent compilation cache, shared by the suite's JAX processes (the scripts it starts on JAX, the JAX
+# run of the unit tests): a program that one of them compiled (the same network, patch size and step) is read
+# back by the next instead of compiled again (~7 s a training run). Keyed by the program and the JAX version.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "n2n-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Keras (and its backend) imported once, quietly, before any test captures output: TensorFlow's one-time native
+# start-up lines would otherwise land in whichever test imports it first (tests that run only a few of the
+# suite's modules, e.g. `pytest tests/test_scripts.py -k each_loss`, saw them in train.py's in-process output).
+cli.import_keras_quietly()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -29,6 +41,12 @@ def require(path):
             pytest.fail(f"{path} is missing, and N2N_REQUIRE_SHARED=1 requires it")
         pytest.skip(f"{path} is not present (../shared is optional outside CI)")
     return path
+
+
+def shipped_psnr_table():
+    """{name: Set5 PSNR} from the shipped-weights table of result/README.md (its last column)."""
+    text = (REPO / "result" / "README.md").read_text()
+    return {name: float(psnr) for name, psnr in re.findall(r"^\| `(\w+)` \|.*\| ([\d.]+) \|$", text, re.MULTILINE)}
 
 
 def synthetic_photo(rng, height, width):

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio  # noqa: E402
 
-from conftest import DATASETS, REPO, require, synthetic_photo  # noqa: E402
+from conftest import DATASETS, REPO, require, shipped_psnr_table, synthetic_photo  # noqa: E402
 import images  # noqa: E402
 import inference  # noqa: E402
 import model as models  # noqa: E402
@@ -70,23 +70,23 @@ def test_tiled_denoising_matches_the_whole_image_within_rounding(gaussian_model)
     assert seams.max() > 1  # without overlap the tile borders do show: the blending is what removes them
 
 
-def shipped_psnr_table():
-    """{name: Set5 PSNR} from the shipped-weights table of result/README.md (its last column)."""
-    text = (REPO / "result" / "README.md").read_text()
-    return {name: float(psnr) for name, psnr in re.findall(r"^\| `(\w+)` \|.*\| ([\d.]+) \|$", text, re.MULTILINE)}
-
-
 def test_every_shipped_weight_file_has_a_reported_psnr():
     assert set(shipped_psnr_table()) == set(cli.shipped_weights()) and shipped_psnr_table()
 
 
-@pytest.mark.parametrize("name", sorted(cli.shipped_weights()))
+def shipped_inference_network(name):
+    """The shipped weights `name` in the network test_model.py denoises with (model.inference_network)."""
+    return test_model.load_model(argparse.Namespace(model="srresnet", weight_file=cli.shipped_weights()[name],
+                                                    mixed_precision=False, test_noise_model="clean"))
+
+
+# gaussian, test_model.py's default, is checked on its command line: test_scripts.py's triptych test.
+@pytest.mark.parametrize("name", sorted(set(cli.shipped_weights()) - {"gaussian"}))
 def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     """Regression test: test_model.py's triptych path (its noise spec, seed 0, crop to 16) still gives the figure
     result/README.md reports, within 0.05 dB, scored by the project's PSNR and, independently, by scikit-image's."""
     folder = require(DATASETS / "Set5")
-    model = models.get_model("srresnet")
-    models.load_weights(model, cli.shipped_weights()[name])
+    model = shipped_inference_network(name)
     noise_spec = re.search(rf"^\| `{name}` \| `([^`]+)`", (REPO / "result" / "README.md").read_text(), re.MULTILINE)
     noise, rng = get_noise_model(noise_spec.group(1)), np.random.default_rng(0)
     args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, clean_dir=None)
@@ -122,8 +122,7 @@ def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name
     real noisy photos of PolyU-Canon5D2 gives the per-photo PSNRs result/real_photos.jsonl reports, within
     0.05 dB (the project's PSNR and, independently, scikit-image's)."""
     folder = require(DATASETS / "PolyU-Canon5D2")
-    model = models.get_model("srresnet")
-    models.load_weights(model, cli.shipped_weights()[name])
+    model = shipped_inference_network(name)
     args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1,
                               image_dir=folder / "noisy", clean_dir=folder / "clean")
     noise, rng = get_noise_model("clean"), np.random.default_rng(0)

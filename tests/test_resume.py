@@ -91,6 +91,8 @@ def test_killed_run_resumes_exactly_and_a_finished_run_stays_as_it_is(backend, i
     expected = load_history(uninterrupted)
     for key in ("loss", "val_loss", "val_PSNR"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)
+    if env is not None:
+        return  # what follows does not depend on the backend: the TensorFlow run checks it
     # --resume of a finished run trains nothing and changes nothing.
     before = (uninterrupted / "history.npz").read_bytes()
     again = train(env, *train_args(image_folder, uninterrupted, small_photos), "--steps_per_execution", 2, "--resume")

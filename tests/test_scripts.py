@@ -12,8 +12,8 @@ from skimage.metrics import peak_signal_noise_ratio
 
 import cli
 import test_model
-from conftest import (DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, require_backend, run_main,
-                      run_script, synthetic_photo)
+from conftest import (DATASETS, LEGACY_CHECKPOINT, REPO, assert_one_line_error, require, run_main,
+                      run_script, shipped_psnr_table, synthetic_photo)
 from noise_model import get_noise_model
 from plot_history import load_history
 
@@ -41,9 +41,10 @@ def assert_trained(output, epochs=2):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, train_dir, val_dir):
-    """The issue's first command: SRResNet, mse, gaussian noise, 2 epochs of 3 steps."""
-    output, _ = train(tmp_path_factory.mktemp("train"), "x", train_dir, val_dir, in_process=False)
+def trained_run(tmp_path_factory, train_dir, small_photos):
+    """The README's first command: SRResNet, mse, gaussian noise, 2 epochs of 3 steps, on train291 where present.
+    Validated on two small photos: Set5's 0.6 MP would take half of the run's time (denoised in the test below)."""
+    output, _ = train(tmp_path_factory.mktemp("train"), "x", train_dir, small_photos, in_process=False)
     return output
 
 
@@ -214,7 +215,9 @@ def test_test_model_writes_triptychs_and_psnr(val_dir, tmp_path):
         np.testing.assert_array_equal(original, image[:height, :width])
         # the middle panel has the default test noise (gaussian, sigma 25: clipping and truncation narrow it)
         assert 18 < (noisy - original).std() < 27
-    assert_printed_scores_match_the_panels(result.stdout, inputs, val_dir, tmp_path / "y")
+    denoised = assert_printed_scores_match_the_panels(result.stdout, inputs, val_dir, tmp_path / "y")
+    if val_dir == DATASETS / "Set5":  # the gaussian row of result/README.md's shipped-weights table, on its command
+        assert abs(denoised - shipped_psnr_table()["gaussian"]) <= 0.05, denoised
 
 
 def test_test_model_takes_the_original_keras2_checkpoint(tmp_path):
@@ -536,22 +539,21 @@ def noisy_photos(tmp_path_factory, image_folder):
     return folder
 
 
-@pytest.mark.parametrize("network, backend, stride", [("srresnet", "tensorflow", 2), ("unet", "tensorflow", 1),
-                                                     ("srresnet", "jax", 1)])
-def test_neighbor2neighbor_trains_on_noisy_photos_alone(network, backend, stride, noisy_photos, image_folder,
-                                                        tmp_path):
+# On JAX the neighbour loss and its gamma schedule are unit-tested (test_backends.py runs test_networks.py there),
+# and JAX trains through train.py in test_resume.py and test_distribute.py.
+@pytest.mark.parametrize("network, stride", [("srresnet", 2), ("unet", 1)])
+def test_neighbor2neighbor_trains_on_noisy_photos_alone(network, stride, noisy_photos, image_folder, tmp_path):
     """--method neighbor2neighbor on a folder of noisy photos, validated on them (--val_noise_model clean): the
     run says how it validates, keeps the checkpoint of the lowest val_loss, and test_model.py loads it. Fine-tuned
     from the shipped gaussian weights, the SRResNet denoises those photos (scored against their clean versions),
     also trained and run on pixel-shuffled sub-images (--pixel_shuffle 2: 64-pixel crops, the 48-pixel-high photo
     left out)."""
-    env = None if backend == "tensorflow" else require_backend(backend)
     shipped = ["--weight", "gaussian", "--lr", 1e-5] if network == "srresnet" else ["--lr", 1e-4]
     output = tmp_path / "n2n"
     args = ["--method", "neighbor2neighbor", "--model", network, "--source_noise_model", "clean",
             "--image_dir", noisy_photos, "--test_dir", noisy_photos, "--val_noise_model", "clean",
             *TINY, "--output_path", output, "--seed", 0, "--pixel_shuffle", stride, *shipped]
-    result = run_main("train", *args) if env is None else run_script("train.py", *args, env=env)
+    result = run_main("train", *args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("validating on noisy photos (--val_noise_model clean)") == 1, result.stdout[-2000:]
     history = load_history(output)
@@ -563,9 +565,9 @@ def test_neighbor2neighbor_trains_on_noisy_photos_alone(network, backend, stride
     tested_args = ["--model", network, "--weight_file", checkpoint, "--image_dir", noisy_photos, "--test_noise_model",
                    "clean", "--clean_dir", image_folder, "--output_dir", tmp_path / "denoised", "--pixel_shuffle",
                    stride]
-    tested = run_main("test_model", *tested_args) if env is None else run_script("test_model.py", *tested_args, env=env)
+    tested = run_main("test_model", *tested_args)
     assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr[-2000:]
     noisy, denoised = map(float, re.search(r"mean over 3 images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
                                            tested.stdout).groups())
-    if network == "srresnet":  # (the sub-images of these small photos are busier: a smaller gain)
-        assert denoised > noisy + (3 if stride == 1 else 1), (noisy, denoised)
+    if network == "srresnet":  # on pixel-shuffled sub-images (busier than these small photos: a small gain)
+        assert denoised > noisy + 1, (noisy, denoised)
