@@ -74,8 +74,7 @@ def train(args, noise, name):
     """Run train.py (with --mixed_precision) for one method; returns (its output folder, wall seconds: None where
     --reuse found the run finished)."""
     source, _, validation = RECIPES[noise]
-    output = Path(args.output_path) / noise / name if args.model == "srresnet" else \
-        Path(args.output_path) / f"{noise}_{args.model}" / name
+    output = Path(args.output_path) / (noise if args.model == "srresnet" else f"{noise}_{args.model}") / name
     if args.reuse and (output / "history.npz").exists():
         return output, None
     _, wall = common.run_train_py(args, args.select_dir, output, "--mixed_precision", "--source_noise_model", source,

@@ -43,10 +43,12 @@ def require(path):
     return path
 
 
-def shipped_psnr_table():
-    """{name: Set5 PSNR} from the shipped-weights table of result/README.md (its last column)."""
+def shipped_weights_table():
+    """{name: (its --test_noise_model, its Set5 PSNR)} from the shipped-weights table of result/README.md (its
+    second and last columns)."""
     text = (REPO / "result" / "README.md").read_text()
-    return {name: float(psnr) for name, psnr in re.findall(r"^\| `(\w+)` \|.*\| ([\d.]+) \|$", text, re.MULTILINE)}
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]+)` \|.*\| ([\d.]+) \|$", text, re.MULTILINE)
+    return {name: (noise, float(psnr)) for name, noise, psnr in rows}
 
 
 def synthetic_photo(rng, height, width):

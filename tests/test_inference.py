@@ -1,7 +1,6 @@
 """Inference: tiled prediction against whole-image prediction, and the weights shipped in result/weights."""
 import argparse
 import json
-import re
 
 import cli
 
@@ -10,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio  # noqa: E402
 
-from conftest import DATASETS, REPO, require, shipped_psnr_table, synthetic_photo  # noqa: E402
+from conftest import DATASETS, REPO, require, shipped_weights_table, synthetic_photo  # noqa: E402
 import images  # noqa: E402
 import inference  # noqa: E402
 import model as models  # noqa: E402
@@ -71,7 +70,7 @@ def test_tiled_denoising_matches_the_whole_image_within_rounding(gaussian_model)
 
 
 def test_every_shipped_weight_file_has_a_reported_psnr():
-    assert set(shipped_psnr_table()) == set(cli.shipped_weights()) and shipped_psnr_table()
+    assert set(shipped_weights_table()) == set(cli.shipped_weights()) and shipped_weights_table()
 
 
 def shipped_inference_network(name):
@@ -87,15 +86,14 @@ def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     result/README.md reports, within 0.05 dB, scored by the project's PSNR and, independently, by scikit-image's."""
     folder = require(DATASETS / "Set5")
     model = shipped_inference_network(name)
-    noise_spec = re.search(rf"^\| `{name}` \| `([^`]+)`", (REPO / "result" / "README.md").read_text(), re.MULTILINE)
-    noise, rng = get_noise_model(noise_spec.group(1)), np.random.default_rng(0)
+    noise_spec, reported = shipped_weights_table()[name]
+    noise, rng = get_noise_model(noise_spec), np.random.default_rng(0)
     args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, clean_dir=None)
     ours, independent = [], []
     for path in images.list_images(folder):
         original, _, denoised, _ = test_model.triptych_result(model, path, noise, rng, args)
         ours.append(test_model.image_scores(original, denoised)[0])
         independent.append(peak_signal_noise_ratio(original, denoised, data_range=255))
-    reported = shipped_psnr_table()[name]
     assert abs(np.mean(ours) - reported) <= 0.05 and abs(np.mean(independent) - reported) <= 0.05, (ours, independent)
 
 
