@@ -37,7 +37,7 @@ def get_args():
                         help="train.py's --test_dir: the validation images that pick each run's best checkpoint, "
                              "so that the evaluation images play no part in training")
     common.add_train_py_flags(parser, nb_epochs=3, steps=100)
-    parser.add_argument("--model", choices=("srresnet", "unet"), default="srresnet",
+    parser.add_argument("--model", choices=cli.MODEL_NAMES, default="srresnet",
                         help="the network every run trains (train.py --model)")
     parser.add_argument("--zero_mean", action="store_true", help="also train gaussian with --zero_mean_targets")
     parser.add_argument("--neighbor2neighbor", action="store_true",

@@ -70,7 +70,8 @@ def test_tiled_denoising_matches_the_whole_image_within_rounding(gaussian_model)
 
 
 def test_every_shipped_weight_file_has_a_reported_psnr():
-    assert set(shipped_weights_table()) == set(cli.shipped_weights()) and shipped_weights_table()
+    table = shipped_weights_table()
+    assert set(table) == set(cli.shipped_weights()) and table
 
 
 def shipped_inference_network(name):
