@@ -114,18 +114,50 @@ def predict_shuffled(model, batch, stride, predict):
     return pixel_shuffle(predicted, stride)[:, :height, :width]
 
 
-def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP, progress=None, stride=1):
+# The eight symmetries of the square as (transpose, flip rows, flip columns), applied in that order.
+SYMMETRIES = [(transpose, rows, columns) for transpose in (False, True) for rows in (False, True)
+              for columns in (False, True)]
+
+
+def transformed(batch, transpose, flip_rows, flip_columns):
+    """A (n, H, W, C) batch transposed (to (n, W, H, C)), then flipped top-bottom and left-right as asked."""
+    batch = batch.transpose(0, 2, 1, 3) if transpose else batch
+    batch = batch[:, ::-1] if flip_rows else batch
+    return np.ascontiguousarray(batch[:, :, ::-1] if flip_columns else batch)
+
+
+def untransformed(batch, transpose, flip_rows, flip_columns):
+    """The inverse of transformed: the flips undone, then the transpose."""
+    batch = batch[:, :, ::-1] if flip_columns else batch
+    batch = batch[:, ::-1] if flip_rows else batch
+    return batch.transpose(0, 2, 1, 3) if transpose else batch
+
+
+def predict_self_ensemble(batch, predict):
+    """The mean of predict(batch) over the batch's eight flips and transposes, each turned back (self-ensemble:
+    8x the compute; the errors of the eight passes partly cancel). float32 (n, H, W, C) 0-255 in and out."""
+    total = np.zeros(batch.shape, np.float32)
+    for symmetry in SYMMETRIES:
+        total += untransformed(predict(transformed(batch, *symmetry)), *symmetry)
+    return total / len(SYMMETRIES)
+
+
+def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP, progress=None, stride=1, self_ensemble=False):
     """float32 network output for a (n, H, W, C) 0-255 batch of any size: in tiles where tile > 0, else whole;
-    stride > 1: on its pixel-shuffled sub-images (predict_shuffled), for a network trained on such."""
+    stride > 1: on its pixel-shuffled sub-images (predict_shuffled), for a network trained on such;
+    self_ensemble: the mean over the batch's eight flips and transposes (predict_self_ensemble)."""
+    if self_ensemble:
+        return predict_self_ensemble(batch, lambda symmetric: predict_images(
+            model, symmetric, tile, overlap, progress, stride))
     if stride > 1:
         return predict_shuffled(model, batch, stride, lambda network, sub_image: predict_images(
             network, sub_image, tile, overlap, progress))
     return predict_tiled(model, batch, tile, overlap, progress) if tile else predict_padded(model, batch)
 
 
-def denoise(model, image, tile=0, overlap=TILE_OVERLAP, stride=1, progress=None):
+def denoise(model, image, tile=0, overlap=TILE_OVERLAP, stride=1, progress=None, self_ensemble=False):
     """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); tile > 0: in tiles
-    (progress as predict_tiled's); stride > 1: on pixel-shuffled sub-images."""
+    (progress as predict_tiled's); stride > 1: on pixel-shuffled sub-images; self_ensemble: over 8 symmetries."""
     batch = image[np.newaxis].astype(np.float32)
-    prediction = predict_images(model, batch, tile, overlap, progress, stride=stride)[0]
+    prediction = predict_images(model, batch, tile, overlap, progress, stride, self_ensemble)[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

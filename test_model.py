@@ -89,6 +89,9 @@ def get_args(argv=None):
                              "them: for weights trained with train.py --pixel_shuffle STRIDE, where neighbouring "
                              "pixels of the sub-images are STRIDE apart in the photo, past the reach of camera noise's "
                              "spatial correlation; 1: the photo as it is")
+    parser.add_argument("--self_ensemble", action="store_true",
+                        help="denoise each image in its 8 flips and transposes and average the results, turned "
+                             "back: 8x the time for a small gain (result/README.md measures it)")
     parser.add_argument("--mixed_precision", action="store_true",
                         help="compute in bfloat16 (float16 on GPUs before Ampere), input and output layer in float32: "
                              "faster where the CPU has AVX-512 bfloat16 or on a recent GPU; "
@@ -150,7 +153,8 @@ def triptych_result(model, path, noise, rng, args):
         return None
     original = images.crop_to_multiple(images.to_channels(image, model.input_shape[-1]))
     noisy = noise(original, rng)
-    denoised = denoise(model, noisy, args.tile, args.tile_overlap, args.pixel_shuffle, TileProgress(path.name))
+    denoised = denoise(model, noisy, args.tile, args.tile_overlap, args.pixel_shuffle, TileProgress(path.name),
+                       args.self_ensemble)
     reference = original
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=False)
@@ -170,7 +174,7 @@ def full_size_result(model, path, noise, rng, args):
     original = images.to_channels(as_0_255(source), channels)
     noisy = noise(original, rng).astype(np.float32)
     output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap, TileProgress(path.name),
-                            stride=args.pixel_shuffle)[0]
+                            args.pixel_shuffle, args.self_ensemble)[0]
     if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
         output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
     picture = images.encode_like(np.repeat(output, 3 // output.shape[2], axis=2), source)
@@ -186,7 +190,8 @@ def full_size_result(model, path, noise, rng, args):
 class TileProgress:
     """Progress of one photo's tiles (inference.predict_tiled's progress(done, total)): silent for the first
     PROGRESS_AFTER_S seconds, then a line every PROGRESS_AFTER_S seconds with the tiles done and the time left.
-    With --pixel_shuffle the count (and the time left) is that of the sub-image being denoised."""
+    With --pixel_shuffle or --self_ensemble the count (and the time left) is that of the sub-image or pass
+    being denoised."""
 
     def __init__(self, name):
         self.name = name
@@ -194,7 +199,7 @@ class TileProgress:
 
     def __call__(self, done, total):
         now = time.monotonic()
-        if done == 1:  # a new pass over the tiles (the next sub-image) began when the last one ended
+        if done == 1:  # a new pass over the tiles (next sub-image or symmetry) began as the last ended
             self.start = self.previous
         self.previous = now
         if now - self.printed < PROGRESS_AFTER_S or done == total:

@@ -29,6 +29,8 @@ def get_args():
     parser.add_argument("--mixed_precision", action="store_true", help="run the networks in bfloat16")
     parser.add_argument("--pixel_shuffle", type=int, default=1,
                         help="denoise the pixel-shuffled sub-images, as test_model.py --pixel_shuffle does")
+    parser.add_argument("--self_ensemble", action="store_true",
+                        help="average each network over the photos' 8 flips and transposes, as test_model.py does")
     parser.add_argument("--panel", default=None, help="write noisy | each of --weights | clean of one crop here")
     parser.add_argument("--panel_crop", default=None, type=crop_box,
                         help="the panel's crop as NAME,X,Y,SIZE (a photo of noisy/, its left and top pixel, the "
@@ -84,7 +86,7 @@ def scores(results, pairs):
             "per_image_psnr": [round(value, 2) for value in psnr]}
 
 
-def network_results(path, pairs, tile, mixed_precision, stride=1):
+def network_results(path, pairs, tile, mixed_precision, stride=1, self_ensemble=False):
     """The network of the weight file `path` run on every noisy photo (uint8, as test_model.py writes it)."""
     common.import_keras()
     import inference
@@ -97,7 +99,8 @@ def network_results(path, pairs, tile, mixed_precision, stride=1):
         network = models.get_model("unet", channels=3)
     models.load_weights(network, path)
     network = models.inference_network(network)  # as test_model.py denoises
-    return [inference.denoise(network, noisy, tile, stride=stride) for _, noisy, _ in pairs]
+    return [inference.denoise(network, noisy, tile, stride=stride, self_ensemble=self_ensemble)
+            for _, noisy, _ in pairs]
 
 
 def main():
@@ -116,10 +119,12 @@ def main():
         print(json.dumps({"bench": "real_photos", "method": f"nlm best (h={best[1]:g})", **best[0]}), flush=True)
     denoised = []
     for path in args.weights:
-        denoised.append(network_results(path, pairs, args.tile, args.mixed_precision, args.pixel_shuffle))
+        denoised.append(network_results(path, pairs, args.tile, args.mixed_precision, args.pixel_shuffle,
+                                        args.self_ensemble))
         shipped = Path(path).resolve().parent == cli.SHIPPED_WEIGHTS_DIR
         method = Path(path).name if shipped else str(path)  # shipped ones by name: camera.weights.h5
         method += f" --pixel_shuffle {args.pixel_shuffle}" if args.pixel_shuffle > 1 else ""
+        method += " --self_ensemble" if args.self_ensemble else ""
         print(json.dumps({"bench": "real_photos", "method": method, **scores(denoised[-1], pairs)}), flush=True)
     if args.panel:
         write_panel(args.panel, pairs, denoised, args.panel_crop)
