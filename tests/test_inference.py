@@ -89,7 +89,8 @@ def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     model = shipped_inference_network(name)
     noise_spec, reported = shipped_weights_table()[name]
     noise, rng = get_noise_model(noise_spec), np.random.default_rng(0)
-    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, clean_dir=None)
+    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, self_ensemble=False,
+                              clean_dir=None)
     ours, independent = [], []
     for path in images.list_images(folder):
         original, _, denoised, _ = test_model.triptych_result(model, path, noise, rng, args)
@@ -122,7 +123,7 @@ def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name
     0.05 dB (the project's PSNR and, independently, scikit-image's)."""
     folder = require(DATASETS / "PolyU-Canon5D2")
     model = shipped_inference_network(name)
-    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1,
+    args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, self_ensemble=False,
                               image_dir=folder / "noisy", clean_dir=folder / "clean")
     noise, rng = get_noise_model("clean"), np.random.default_rng(0)
     paths = images.list_images(folder / "noisy")
