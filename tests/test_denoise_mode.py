@@ -98,20 +98,30 @@ def small_photos(tmp_path_factory):
     return folder
 
 
-def test_mixed_precision_denoises_as_float32_does_within_a_tenth_of_a_db(small_photos, tmp_path):
+def denoised_report(folder, output, *flags):
+    """test_model.py --output_mode denoised of `folder` into `output` with `flags`: (report.csv rows, stdout)."""
+    result = run_main("test_model", "--image_dir", folder, "--output_mode", "denoised", "--output_dir", output, *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return report_rows(output), result.stdout
+
+
+@pytest.fixture(scope="module")
+def single_pass(small_photos, tmp_path_factory):
+    """The plain float32 run on small_photos that the flag tests compare with: (its folder, its report rows)."""
+    output = tmp_path_factory.mktemp("single_pass")
+    return output, denoised_report(small_photos, output)[0]
+
+
+def test_mixed_precision_denoises_as_float32_does_within_a_tenth_of_a_db(small_photos, single_pass, tmp_path):
     """--mixed_precision (bfloat16 on a CPU) against float32, same noise: every image's PSNR within 0.1 dB, and the
     written pixels not bit-identical (the flag does change the arithmetic)."""
-    runs = {}
-    for name, extra in (("float32", []), ("mixed", ["--mixed_precision"])):
-        result = run_main("test_model", "--image_dir", small_photos, "--output_mode", "denoised",
-                          "--output_dir", tmp_path / name, *extra)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = report_rows(tmp_path / name)
-    assert "mixed precision: mixed_" in result.stdout
-    assert set(runs["float32"]) == {"one.png", "two.png", "mean"}
-    for image, row in runs["float32"].items():
-        assert abs(float(row["denoised_psnr"]) - float(runs["mixed"][image]["denoised_psnr"])) < 0.1, image
-    float32, mixed = (cv2.imread(str(tmp_path / name / "one.png")) for name in ("float32", "mixed"))
+    float32_folder, float32_rows = single_pass
+    mixed_rows, stdout = denoised_report(small_photos, tmp_path / "mixed", "--mixed_precision")
+    assert "mixed precision: mixed_" in stdout
+    assert set(float32_rows) == {"one.png", "two.png", "mean"}
+    for image, row in float32_rows.items():
+        assert abs(float(row["denoised_psnr"]) - float(mixed_rows[image]["denoised_psnr"])) < 0.1, image
+    float32, mixed = (cv2.imread(str(folder / "one.png")) for folder in (float32_folder, tmp_path / "mixed"))
     assert float32.shape == mixed.shape and (float32 != mixed).any()
 
 
@@ -130,16 +140,12 @@ def test_tiled_denoising_reports_progress_with_the_time_left(small_photos, tmp_p
     assert re.search(r"one\.png: 300x200 in [\d.]+ s, [\d,]+ pixels a second", result.stdout), result.stdout[-2000:]
 
 
-def test_self_ensemble_scores_higher_on_every_image(small_photos, tmp_path):
+def test_self_ensemble_scores_higher_on_every_image(small_photos, single_pass, tmp_path):
     """--self_ensemble (the mean over 8 flips and transposes) against one pass, same noise: every image's PSNR
     rises, in report.csv and in the file written."""
-    runs = {}
-    for name, extra in (("single", []), ("ensemble", ["--self_ensemble"])):
-        result = run_main("test_model", "--image_dir", small_photos, "--output_mode", "denoised",
-                          "--output_dir", tmp_path / name, *extra)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = report_rows(tmp_path / name)
+    single_folder, single_rows = single_pass
+    ensemble_rows, _ = denoised_report(small_photos, tmp_path / "ensemble", "--self_ensemble")
     for image in ("one.png", "two.png", "mean"):
-        assert float(runs["ensemble"][image]["denoised_psnr"]) > float(runs["single"][image]["denoised_psnr"]) + 0.03
-    single, ensemble = (cv2.imread(str(tmp_path / name / "one.png")) for name in ("single", "ensemble"))
+        assert float(ensemble_rows[image]["denoised_psnr"]) > float(single_rows[image]["denoised_psnr"]) + 0.03
+    single, ensemble = (cv2.imread(str(folder / "one.png")) for folder in (single_folder, tmp_path / "ensemble"))
     assert single.shape == ensemble.shape and (single != ensemble).any()
