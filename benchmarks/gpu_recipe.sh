@@ -18,31 +18,22 @@ fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 data=$1 run=$2
 shift 2
-for set in train291 Set14 Set5; do
-    [ -d "$data/$set" ] || { echo "gpu_recipe.sh: $data/$set: no such folder" >&2; exit 2; }
-done
+source "$repo/benchmarks/gpu_common.sh"
+need_data_dirs gpu_recipe.sh "$data" train291 Set14 Set5
 mkdir -p "$run"
-sampler=
 finish() {
     local status=$?
-    [ -z "$sampler" ] || kill "$sampler" 2> /dev/null || true
+    stop_gpu_sampler
     echo "$status" > "$run/EXIT"
 }
 trap finish EXIT
-if command -v nvidia-smi > /dev/null; then
-    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
-        > "$run/gpu_utilization.csv" &
-    sampler=$!
-fi
+start_gpu_sampler "$run/gpu_utilization.csv"
 start=$(date +%s.%N)
 python3 "$repo/benchmarks/timed_train.py" --image_dir "$data/train291" --test_dir "$data/Set14" \
     --image_size 128 --batch_size 8 --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" \
     > "$run/train.log" 2>&1
 end=$(date +%s.%N)
-if [ -n "$sampler" ]; then
-    kill "$sampler" 2> /dev/null || true
-    sampler=
-fi
+stop_gpu_sampler
 best=$(ls -t "$run"/weights.*.weights.h5 | head -n 1)
 for set in Set14 Set5; do
     python3 "$repo/test_model.py" --weight_file "$best" --image_dir "$data/$set" --output_dir "$run/$set" --seed 0 \

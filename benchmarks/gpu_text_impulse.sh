@@ -16,15 +16,13 @@ fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 data=$1 run=$2
 shift 2
+source "$repo/benchmarks/gpu_common.sh"
+need_data_dirs gpu_text_impulse.sh "$data" train291 Set5
 mkdir -p "$run"
 # two JAX processes share the GPU: each takes under half its memory instead of the default 75 %
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45} PYTHONUNBUFFERED=1
-sampler=
-if command -v nvidia-smi > /dev/null; then
-    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
-        > "$run/gpu_utilization.csv" &
-    sampler=$!
-fi
+trap stop_gpu_sampler EXIT
+start_gpu_sampler "$run/gpu_utilization.csv"
 limit=()
 [ -z "${LIMIT_S:-}" ] || limit=(timeout "$LIMIT_S")
 common=(--image_dir "$data/train291" --test_dir "$data/Set5" --image_size 128 --batch_size 8 --lr 0.001
@@ -39,7 +37,7 @@ text=$!
 impulse=$!
 wait "$text"; text_status=$?
 wait "$impulse"; impulse_status=$?
-[ -z "$sampler" ] || kill "$sampler" 2> /dev/null
+stop_gpu_sampler
 echo "text exit $text_status, impulse exit $impulse_status, $((SECONDS - start)) s for both"
 for name in text impulse; do
     echo "$name: $(ls "$run/$name"/weights.*.weights.h5 2> /dev/null | sort -t- -k3 -g | tail -n 1)"
