@@ -1,10 +1,9 @@
-"""What runs around `fit`: whole-image validation, the best checkpoint, history.npz, the --resume backup,
-the NaN stop, progress lines for logs and the L0 loss' annealing.
+"""What runs around `fit`: whole-image validation, the best checkpoint, history.npz, the NaN stop, progress lines
+for logs and the annealing of a loss' gamma; `training_callbacks` puts them in order, with resume.RunBackup.
 
-Every file is written to a temporary name and renamed over its own (`write_atomically`): a run killed at any
-moment leaves each file whole, old or new. Images are float32 0-255 arrays shaped (1, H, W, C).
+Every file is written whole (atomic_write): a run killed at any moment leaves each file whole, old or new.
+Images are float32 0-255 arrays shaped (1, H, W, C).
 """
-import json
 import math
 import os
 import time
@@ -13,26 +12,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inference import predict_padded, reflect_padded
-from model import ImageScores, L0Loss, NeighborLoss, l0_gamma, learning_rate_at, neighbor_gamma
-
-BACKUP_FOLDER = "backup"  # in the output folder: what --resume continues from
-STATE_FILE = "state.json"  # in the backup folder, written last: {epoch, weights, flags, history}
-
-
-def write_atomically(path, write):
-    """write(temporary) into '.partial.' + the file's name beside `path` (no 'weights.*' pattern matches it),
-    then rename it over `path`: a failure or a kill leaves the old file or the new one, never a partial one."""
-    folder, name = os.path.split(str(path))
-    os.makedirs(folder or ".", exist_ok=True)
-    temporary = os.path.join(folder, ".partial." + name)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
+import neighbor2neighbor
+import resume
+from atomic_write import write_atomically
+from inference import reflect_padded
+from model import ImageScores, L0Loss, l0_gamma, learning_rate_at
 
 def save_history(path, history):
     """Atomically write `history` ({metric: [per-epoch values]}) as np.savez(path, history=history)."""
@@ -65,6 +49,8 @@ class ImageValidation(keras.callbacks.Callback):
     pads), predicted and scored by a `validation_model`. Must come before the callbacks that read val_*.
     """
 
+    monitor = ("val_PSNR", "max")  # what the best checkpoint is chosen by (training_callbacks)
+
     def __init__(self, pairs, loss, replicas=1, network=None):
         super().__init__()
         self.inputs = [[fill_to_multiple(reflect_padded(noisy), replicas), fill_to_multiple(clean, replicas)]
@@ -80,25 +66,10 @@ class ImageValidation(keras.callbacks.Callback):
         logs.update(zip(("val_loss", "val_PSNR", "val_SSIM"), map(float, np.mean(per_image, axis=0))))
 
 
-class NeighborValidation(keras.callbacks.Callback):
-    """val_loss where the validation images are noisy themselves (no PSNR can be computed): Neighbor2Neighbor's
-    reconstruction error mean((f(g1 y) - g2 y)^2) over the images, with one draw of pairs fixed for the run. The
-    better the network predicts a pixel from its noisy neighbours, the lower; the best checkpoint minimises it.
-    `sub_images`: [(g1, g2)] of generator.neighbor_validation_data."""
-
-    def __init__(self, sub_images, network):
-        super().__init__()
-        self.sub_images = sub_images
-        self.network = network
-
-    def on_epoch_end(self, epoch, logs=None):
-        errors = [np.mean(np.square(predict_padded(self.network, first) - second)) for first, second in self.sub_images]
-        logs["val_loss"] = float(np.mean(errors))
-
-
 class AnnealLossGamma(keras.callbacks.Callback):
     """Sets a loss' gamma variable to schedule(epoch) at the start of every epoch (the L0 loss' model.l0_gamma,
-    Neighbor2Neighbor's model.neighbor_gamma): from the epoch's real index, so a resumed run carries on."""
+    Neighbor2Neighbor's neighbor2neighbor.gamma_at): from the epoch's real index, so a resumed run carries on.
+    The variable is a metric's (model.LossGamma), which the compiled step reads as state: nothing is retraced."""
 
     def __init__(self, loss, schedule):
         super().__init__()
@@ -107,10 +78,6 @@ class AnnealLossGamma(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.loss.gamma.assign(self.schedule(epoch))
-        if keras.backend.backend() != "tensorflow":
-            # JAX and torch trace the variable's value as a constant: retrace once per epoch.
-            self.model.make_train_function(force=True)
-            self.model.make_test_function(force=True)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -141,6 +108,21 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = value
 
 
+def best_checkpoint(output_path, history):
+    """The checkpoint of the run's best epoch by val_PSNR in `history` (its per-epoch lists, a resumed run's
+    earlier epochs included; by the lowest val_loss where the validation had no PSNR), or None. BestCheckpoint
+    writes on a strict improvement, so that is the first epoch with the best score; of several files of that epoch
+    (an older run's left in the folder) the newest."""
+    by_loss = "val_PSNR" not in history
+    values = history.get("val_loss" if by_loss else "val_PSNR", [])
+    scores = [(-value if by_loss else value, -epoch) for epoch, value in enumerate(values) if math.isfinite(value)]
+    if not scores:
+        return None
+    epoch = -max(scores)[1]
+    files = Path(output_path).glob(f"weights.{epoch + 1:03d}-*.weights.h5")
+    return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
 class HistorySaver(keras.callbacks.Callback):
     """Appends every epoch's logs to `history` ({metric: [values]}, an interrupted run's to start with) and
     writes it to an .npz after every epoch, for plot_history.py."""
@@ -154,63 +136,6 @@ class HistorySaver(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         save_history(self.path, self.history)
-
-
-def read_backup(output_path):
-    """The backup state of the run in `output_path`: {"epoch": completed epochs, "weights": path of their
-    weights and optimizer state, "flags": {flag: value}, "history": {metric: [values]}}; None where there is
-    none; a ValueError saying why where it cannot be resumed from."""
-    folder = Path(str(output_path), BACKUP_FOLDER)
-    state_file = folder / STATE_FILE
-    if not state_file.is_file():
-        if (folder / "training_metadata.json").is_file():
-            raise ValueError(f"{folder} was written by an earlier version of train.py, which this one cannot "
-                             f"resume; continue from its weights with --weight {folder / 'latest.weights.h5'}")
-        return None
-    try:
-        state = json.loads(state_file.read_text())
-        state = dict(state, epoch=int(state["epoch"]), weights=str(folder / state["weights"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(f"{state_file} is damaged") from None
-    if not Path(state["weights"]).is_file():
-        raise ValueError(f"{state['weights']}, which {state_file} names, is missing")
-    return state
-
-
-class RunBackup(keras.callbacks.Callback):
-    """The --resume backup. After every epoch whose loss and val_loss are finite: the weights and optimizer
-    state as epoch_NNN.weights.h5, then STATE_FILE naming it, with the run's flags and `history_saver`'s
-    history. The state is written last, so it always names a whole file; older weights go after it.
-    `resume_from` (read_backup's state) is loaded into the model when training begins."""
-
-    def __init__(self, backup_dir, history_saver, run_flags=None, resume_from=None):
-        super().__init__()
-        self.backup_dir = Path(backup_dir)
-        self.history_saver = history_saver
-        self.run_flags = run_flags or {}
-        self.resume_from = resume_from
-
-    def on_train_begin(self, logs=None):
-        if self.resume_from is not None:
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)  # so that its state loads too
-            self.model.load_weights(self.resume_from["weights"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        broken = [f"{name} is {value}" for name, value in (logs or {}).items()
-                  if name in ("loss", "val_loss") and not math.isfinite(value)]
-        if broken:  # no state to resume from: the backup keeps the last good epoch
-            print(f"\nEpoch {epoch + 1}: {', '.join(broken)}: not backed up (--resume continues after the last "
-                  f"epoch whose loss and val_loss were finite)")
-            return
-        weights = f"epoch_{epoch + 1:03d}.weights.h5"
-        write_atomically(self.backup_dir / weights, self.model.save_weights)
-        state = {"epoch": epoch + 1, "weights": weights, "flags": self.run_flags,
-                 "history": self.history_saver.history}
-        write_atomically(self.backup_dir / STATE_FILE, lambda temporary: Path(temporary).write_text(json.dumps(state)))
-        for old in self.backup_dir.glob("epoch_*.weights.h5"):
-            if old.name != weights:
-                old.unlink()
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -272,35 +197,35 @@ class ProgressLines(keras.callbacks.Callback):
               f"step, about {rough_duration(per_step * (self.steps - done))} left in this epoch", flush=True)
 
 
-def training_callbacks(output_path, validation_pairs, nb_epochs, lr, loss, nan_advice="Lower the learning rate.",
-                       resume_from=None, replicas=1, run_flags=None, progress_lines=None, network=None,
-                       neighbor_gamma_max=2.0, noisy_validation=None):
-    """The callbacks of a training run, in the order they must run: validation, LR schedule, best-val_PSNR
-    checkpoint, history, --resume backup (`resume_from`: read_backup's state, continued), NaN stop, L0 annealing
-    where `loss` is an L0Loss (Neighbor2Neighbor's gamma where a NeighborLoss), and ProgressLines with
-    `progress_lines` (steps per epoch). `network`: the denoiser validated and saved, where the fitted model is a
-    training wrapper around it; `noisy_validation`: where the validation images are noisy themselves, their
-    sub-images for NeighborValidation (val_loss, lowest best), in place of `validation_pairs`."""
+def training_callbacks(output_path, validation, loss, *, nb_epochs, lr, seed, nan_advice="Lower the learning rate.",
+                       resume_from=None, run_flags=None, progress_lines=None, network=None, neighbor_gamma_max=2.0):
+    """The callbacks of a training run, in the order they must run: `validation` (an ImageValidation, or another
+    callback with a `monitor` (log key, "max" or "min") that sets val_loss), LR schedule, best checkpoint by that
+    key, history, --resume backup (`resume_from`: read_backup's state, continued; `seed`: the run's), NaN stop,
+    annealing of the loss' gamma where `loss` has one (L0Loss, NeighborLoss), and ProgressLines with
+    `progress_lines` (steps per epoch). `network`: the denoiser saved, where the fitted model is a training
+    wrapper around it."""
     history = (resume_from or {}).get("history", {})
-    noisy = noisy_validation is not None
-    monitor, mode = ("val_loss", "min") if noisy else ("val_PSNR", "max")
-    name = "weights.{epoch:03d}-" + ("{val_loss:.3f}" if noisy else "{val_loss:.3f}-{val_PSNR:.5f}") + ".weights.h5"
+    monitor, mode = validation.monitor
+    scores = "{val_loss:.3f}-{val_PSNR:.5f}" if monitor == "val_PSNR" else "{val_loss:.3f}"
     finite_scores = [value for value in history.get(monitor, []) if math.isfinite(value)]
     history_saver = HistorySaver(os.path.join(str(output_path), "history.npz"), history)
     callbacks = [
-        NeighborValidation(noisy_validation, network) if noisy
-        else ImageValidation(validation_pairs, "mse" if isinstance(loss, NeighborLoss) else loss, replicas, network),
+        validation,
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, nb_epochs, lr)),
-        BestCheckpoint(os.path.join(str(output_path), name), monitor=monitor, mode=mode, network=network,
+        BestCheckpoint(os.path.join(str(output_path), "weights.{epoch:03d}-" + scores + ".weights.h5"),
+                       monitor=monitor, mode=mode, network=network,
                        best=(max if mode == "max" else min)(finite_scores, default=None)),
         history_saver,
-        RunBackup(os.path.join(str(output_path), BACKUP_FOLDER), history_saver, run_flags, resume_from),
+        resume.RunBackup(os.path.join(str(output_path), resume.BACKUP_FOLDER), history_saver, run_flags,
+                         resume_from, seed),
         StopOnNaN(nan_advice),
     ]
     if isinstance(loss, L0Loss):
         callbacks.append(AnnealLossGamma(loss, lambda epoch: l0_gamma(epoch, nb_epochs)))
-    if isinstance(loss, NeighborLoss):
-        callbacks.append(AnnealLossGamma(loss, lambda epoch: neighbor_gamma(epoch, nb_epochs, neighbor_gamma_max)))
+    if isinstance(loss, neighbor2neighbor.NeighborLoss):
+        callbacks.append(AnnealLossGamma(loss, lambda epoch: neighbor2neighbor.gamma_at(epoch, nb_epochs,
+                                                                                       neighbor_gamma_max)))
     if progress_lines:
         callbacks.append(ProgressLines(nb_epochs, progress_lines))
     return callbacks

@@ -8,6 +8,7 @@ train.py and test_model.py build their parsers before Keras is imported.
 import argparse
 import contextlib
 import errno
+import json
 import logging
 import multiprocessing
 import os
@@ -153,13 +154,30 @@ def existing_file(text):
     return text
 
 
-# Trained weights shipped with the suite, taken by short name: result/weights/<name>.weights.h5
+# Trained weights shipped with the suite, taken by short name, and their manifest: for each name its file, network,
+# training noise, recipe and scores (the one home of those figures; the docs and the tests read it).
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "result" / "weights"
+WEIGHTS_MANIFEST = SHIPPED_WEIGHTS_DIR / "weights.json"
+
+
+def weights_manifest():
+    """{short name: its entry} of result/weights/weights.json ({} where it cannot be read)."""
+    try:
+        return json.loads(WEIGHTS_MANIFEST.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def shipped_weights():
-    """{short name: path} of the weights in result/weights."""
-    return {path.name[: -len(".weights.h5")]: path for path in sorted(SHIPPED_WEIGHTS_DIR.glob("*.weights.h5"))}
+    """{short name: path} of the shipped weights the manifest lists and whose file is there, by name."""
+    files = {name: SHIPPED_WEIGHTS_DIR / entry["file"] for name, entry in sorted(weights_manifest().items())}
+    return {name: path for name, path in files.items() if path.is_file()}
+
+
+def shipped_weights_help():
+    """'gaussian (trained on gaussian,0,50), ...': the shipped names for --help."""
+    manifest = weights_manifest()
+    return ", ".join(f"{name} (trained on {manifest[name]['training_noise']})" for name in shipped_weights()) or "none"
 
 
 def weight_file(text):
@@ -171,6 +189,17 @@ def weight_file(text):
         return shipped[text]
     names = ", ".join(shipped) or "none shipped"
     raise argparse.ArgumentTypeError(f"{text}: no such file, and not the name of shipped weights ({names})")
+
+
+def weights_error_text(error, model):
+    """A weight file's error in words for a one-line message: a model.WeightsMismatch (it has `fits`, the
+    network the file fits, and its `channels`) gains the flags that build that network."""
+    fits = getattr(error, "fits", None)
+    if fits is None:
+        return str(error)
+    channels = getattr(error, "channels", 3)
+    flags = f"--model {fits}" + (f" --channels {channels}" if channels != model.input_shape[-1] else "")
+    return f"{error}: pass {flags}"
 
 
 def image_output_file(text):

@@ -14,9 +14,14 @@ cli.start_backend_quietly): TensorFlow configures collective operations only at 
 import contextlib
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import keras
+
+import resume
 
 
 class Distribution(NamedTuple):
@@ -121,3 +126,21 @@ def finish(distribution):
     """After training: models built from now on are plain single-device models again."""
     if distribution.replicas > 1 and keras.backend.backend() == "jax":
         keras.distribution.set_distribution(None)
+
+
+@contextlib.contextmanager
+def output_folder(output_path, worker, resuming):
+    """The output folder of this process: `output_path` for the chief (worker 0); for another worker a temporary
+    folder (deleted at the end) holding a copy of the chief's backup where `resuming`, so that --resume restores
+    the same epoch everywhere."""
+    if worker == 0:
+        yield output_path
+        return
+    folder = tempfile.mkdtemp(prefix=f"n2n-worker{worker}-")
+    backup = Path(output_path) / resume.BACKUP_FOLDER
+    if resuming and backup.is_dir():
+        shutil.copytree(backup, Path(folder) / resume.BACKUP_FOLDER)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -21,9 +21,9 @@ import cv2
 import keras
 import numpy as np
 
-from cli import can_fork
+import neighbor2neighbor
+import pixel_shuffle
 from images import SIZE_MULTIPLE, crop_to_multiple, read_image, to_channels
-from inference import pixel_unshuffle
 
 
 # Natural photos that scikit-image ships inside its package, used when no
@@ -141,37 +141,8 @@ def make_batch(images, source_noise_model, target_noise_model, batch_size, image
     return sources, targets
 
 
-# Neighbor2Neighbor's 8 ordered pairs of horizontally or vertically adjacent pixels of a 2x2 cell, as positions
-# 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right (never the diagonals 0-3 and 1-2).
 # Seeds (seed, epoch, index, STREAM) of the draws made after a batch's patches and noise (make_batch's streams).
 NEIGHBOR_STREAM, SHUFFLE_STREAM = 1, 2
-NEIGHBOR_PAIRS = np.array([(0, 1), (0, 2), (1, 3), (2, 3), (1, 0), (2, 0), (3, 1), (3, 2)])
-
-
-def draw_neighbor_pairs(rng, batch_size, rows, columns):
-    """One of NEIGHBOR_PAIRS per 2x2 cell, independently: (batch_size, rows, columns, 8) float32 one-hot, [..., :4]
-    the position of the first pixel (for g1), [..., 4:] that of the second (g2); model.NeighborSubsample's input."""
-    drawn = NEIGHBOR_PAIRS[rng.integers(len(NEIGHBOR_PAIRS), size=(batch_size, rows, columns))]
-    one_hot = np.eye(4, dtype=np.float32)
-    return np.concatenate([one_hot[drawn[..., 0]], one_hot[drawn[..., 1]]], axis=-1)
-
-
-def neighbor_sub_images(images, pairs):
-    """(g1, g2) of (batch, H, W, C) images (H, W even) for `pairs` from draw_neighbor_pairs: each (batch, H/2, W/2, C),
-    the same positions in every channel (NumPy's twin of model.NeighborSubsample)."""
-    batch, height, width, channels = images.shape
-    cells = images.reshape(batch, height // 2, 2, width // 2, 2, channels).transpose(0, 1, 3, 2, 4, 5)
-    cells = cells.reshape(batch, height // 2, width // 2, 4, channels)
-    return tuple(np.take_along_axis(cells, np.argmax(part, axis=-1)[..., None, None], axis=3)[:, :, :, 0]
-                 for part in (pairs[..., :4], pairs[..., 4:]))
-
-
-def neighbor_validation_data(noisy_images, seed=0):
-    """[(g1, g2)] of each (1, H, W, C) float32 noisy validation image (H, W even), one draw of pairs from `seed`:
-    the same sub-images every epoch (callbacks.NeighborValidation)."""
-    rng = np.random.default_rng(seed)
-    return [neighbor_sub_images(noisy, draw_neighbor_pairs(rng, 1, noisy.shape[1] // 2, noisy.shape[2] // 2))
-            for noisy in noisy_images]
 
 
 def shared_batch_buffers(count, shape):
@@ -212,7 +183,7 @@ class BatchProcesses:
     inherit `batch_args` and run NumPy and OpenCV only, so the warnings about forking threads do not apply."""
 
     def __init__(self, count, batch_args, shape):
-        if not can_fork():
+        if "fork" not in multiprocessing.get_all_start_methods():
             raise ValueError("batch-making processes need os.fork (Linux); use threads on this system")
         self.buffers = shared_batch_buffers(count, shape)
         context = multiprocessing.get_context("fork")
@@ -325,21 +296,16 @@ class NoisyImageGenerator(keras.utils.PyDataset):
         return self.neighbor_batch(sources, index) if self.neighbor2neighbor else (sources, targets)
 
     def shuffled_sub_images(self, sources, targets, index):
-        """Pixel-shuffle downsampling of a batch of (stride * size)-pixel patches: for each, every stride-th pixel
-        from a random offset, in sources and targets alike (after the noise was added to the whole patch)."""
-        stride = self.pixel_shuffle
+        """Pixel-shuffle downsampling of a batch of (stride * size)-pixel patches (pixel_shuffle.random_sub_images),
+        the offsets drawn from their own stream of (seed, epoch, index)."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index, SHUFFLE_STREAM]))
-        offsets = rng.integers(stride, size=(len(sources), 2))
-        return tuple(np.stack([batch[k, top::stride, left::stride] for k, (top, left) in enumerate(offsets)])
-                     for batch in (sources, targets))
+        return pixel_shuffle.random_sub_images((sources, targets), self.pixel_shuffle, rng)
 
     def neighbor_batch(self, sources, index):
-        """Neighbor2Neighbor's batch of the noisy patches `sources`: ((sources, pairs), g2 of the sources), the
-        pairs drawn from their own stream of (seed, epoch, index): new every step, the same in every run."""
+        """Neighbor2Neighbor's batch of the noisy patches `sources` (neighbor2neighbor.training_batch), the pairs
+        drawn from their own stream of (seed, epoch, index): new every step, the same in every run."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index, NEIGHBOR_STREAM]))
-        batch_size, height, width = sources.shape[:3]
-        pairs = draw_neighbor_pairs(rng, batch_size, height // 2, width // 2)
-        return (sources, pairs), neighbor_sub_images(sources, pairs)[1]
+        return neighbor2neighbor.training_batch(sources, rng)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -362,19 +328,3 @@ def load_validation_data(images, val_noise_model, seed=0):
         raise NoImagesError(f"no validation image is at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels")
     return [(val_noise_model(clean, rng)[np.newaxis].astype(np.float32), clean[np.newaxis].astype(np.float32))
             for clean in cropped]
-
-
-def pixel_shuffled_validation(pairs, stride):
-    """Each (noisy, clean) validation pair as its stride**2 pixel-shuffled sub-image pairs (inference.pixel_unshuffle),
-    cropped to a multiple of 16: validation of a network trained with --pixel_shuffle, on what it denoises."""
-    shuffled = []
-    for noisy, clean in pairs:
-        height, width = (size // (stride * SIZE_MULTIPLE) * SIZE_MULTIPLE for size in noisy.shape[1:3])
-        if min(height, width) == 0:
-            continue
-        shuffled += [(sub_noisy[:, :height, :width], sub_clean[:, :height, :width]) for sub_noisy, sub_clean in
-                     zip(pixel_unshuffle(noisy, stride), pixel_unshuffle(clean, stride))]
-    if not shuffled:
-        raise NoImagesError(f"no validation image is at least {stride * SIZE_MULTIPLE} pixels on each side, as "
-                            f"--pixel_shuffle {stride} needs")
-    return shuffled

@@ -1,10 +1,12 @@
-"""Whole-image and tiled prediction with a trained network, and `denoise`.
+"""Whole-image and tiled prediction with a trained network, self-ensemble, and `denoise`.
 
 NumPy only: the network is any object with Keras' `predict_on_batch`, so this module imports no Keras and
 test_model.py can read its defaults before Keras loads. Images are float32 0-255 arrays (n, H, W, C) on the
 way in and out; `denoise` takes and returns HxWxC uint8.
 """
 import numpy as np
+
+from pixel_shuffle import predict_shuffled
 
 # Inputs are mirrored up to a multiple of this many pixels: a folder of many image sizes then compiles one
 # program per padded shape (JAX, XLA), not one per size, for a few per cent of extra pixels on a photo.
@@ -66,7 +68,7 @@ def tile_weights(length, start, size, overlap):
     return weights
 
 
-def predict_tiled(model, batch, tile, overlap=TILE_OVERLAP, progress=None):
+def predict_tiled(model, batch, tile, *, overlap=TILE_OVERLAP, progress=None):
     """`predict_padded` in tile x tile pieces (tile and overlap multiples of 16; shorter ones at the bottom and
     right, see tile_spans): memory bounded by the tile, and few tile shapes, so few compiled programs serve any
     image size. `progress(done, total)`, where given, is called after every tile."""
@@ -86,32 +88,6 @@ def predict_tiled(model, batch, tile, overlap=TILE_OVERLAP, progress=None):
         if progress:
             progress(done, len(tiles))
     return (total / weight_sum[:, :, np.newaxis])[:, :height, :width]
-
-
-def pixel_unshuffle(batch, stride):
-    """(n, H, W, C) with H, W multiples of `stride` -> (stride**2, n, H/stride, W/stride, C): sub-image (i, j),
-    at index i * stride + j, holds every stride-th pixel from (i, j) on. Neighbours in it are `stride` pixels
-    apart in the photo, where the spatial correlation of camera noise has faded (pixel-shuffle downsampling)."""
-    return np.stack([batch[:, i::stride, j::stride] for i in range(stride) for j in range(stride)])
-
-
-def pixel_shuffle(sub_images, stride):
-    """The inverse of pixel_unshuffle: (stride**2, n, h, w, C) -> (n, h * stride, w * stride, C)."""
-    _, n, height, width, channels = sub_images.shape
-    batch = np.empty((n, height * stride, width * stride, channels), sub_images.dtype)
-    for index, sub_image in enumerate(sub_images):
-        batch[:, index // stride::stride, index % stride::stride] = sub_image
-    return batch
-
-
-def predict_shuffled(model, batch, stride, predict):
-    """predict(model, sub-image batch) on each of the `stride`**2 pixel-unshuffled sub-images of a (n, H, W, C)
-    float32 batch (mirrored at the bottom and right up to multiples of stride first), reassembled and cropped."""
-    height, width = batch.shape[1:3]
-    padding = ((0, 0), (0, -height % stride), (0, -width % stride), (0, 0))
-    sub_images = pixel_unshuffle(np.pad(batch, padding, mode="reflect"), stride)
-    predicted = np.stack([predict(model, sub_image) for sub_image in sub_images])
-    return pixel_shuffle(predicted, stride)[:, :height, :width]
 
 
 # The eight symmetries of the square as (transpose, flip rows, flip columns), applied in that order.
@@ -142,22 +118,23 @@ def predict_self_ensemble(batch, predict):
     return total / len(SYMMETRIES)
 
 
-def predict_images(model, batch, tile=0, overlap=TILE_OVERLAP, progress=None, stride=1, self_ensemble=False):
+def predict_images(model, batch, *, tile=0, overlap=TILE_OVERLAP, stride=1, self_ensemble=False, progress=None):
     """float32 network output for a (n, H, W, C) 0-255 batch of any size: in tiles where tile > 0, else whole;
-    stride > 1: on its pixel-shuffled sub-images (predict_shuffled), for a network trained on such;
-    self_ensemble: the mean over the batch's eight flips and transposes (predict_self_ensemble)."""
+    stride > 1: on its pixel-shuffled sub-images (pixel_shuffle.predict_shuffled), for a network trained on such;
+    self_ensemble: the mean over the batch's eight flips and transposes (predict_self_ensemble); progress as
+    predict_tiled's."""
     if self_ensemble:
         return predict_self_ensemble(batch, lambda symmetric: predict_images(
-            model, symmetric, tile, overlap, progress, stride))
+            model, symmetric, tile=tile, overlap=overlap, stride=stride, progress=progress))
     if stride > 1:
-        return predict_shuffled(model, batch, stride, lambda network, sub_image: predict_images(
-            network, sub_image, tile, overlap, progress))
-    return predict_tiled(model, batch, tile, overlap, progress) if tile else predict_padded(model, batch)
+        return predict_shuffled(batch, stride, lambda sub_image: predict_images(
+            model, sub_image, tile=tile, overlap=overlap, progress=progress))
+    return predict_tiled(model, batch, tile, overlap=overlap, progress=progress) if tile else predict_padded(model, batch)
 
 
-def denoise(model, image, tile=0, overlap=TILE_OVERLAP, stride=1, progress=None, self_ensemble=False):
-    """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); tile > 0: in tiles
-    (progress as predict_tiled's); stride > 1: on pixel-shuffled sub-images; self_ensemble: over 8 symmetries."""
-    batch = image[np.newaxis].astype(np.float32)
-    prediction = predict_images(model, batch, tile, overlap, progress, stride, self_ensemble)[0]
+def denoise(model, image, *, tile=0, overlap=TILE_OVERLAP, stride=1, self_ensemble=False, progress=None):
+    """Denoise one HxWxC uint8 image (BGR 0-255) into HxWxC uint8 (rounded, clipped); the options as
+    predict_images'."""
+    prediction = predict_images(model, image[np.newaxis].astype(np.float32), tile=tile, overlap=overlap,
+                                stride=stride, self_ensemble=self_ensemble, progress=progress)[0]
     return np.clip(np.rint(prediction), 0, 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""Networks, losses, metrics, learning-rate schedule, mixed precision and weight loading.
+"""Networks, losses, metrics, learning-rate schedule and weight loading.
 
 Written with `keras.ops` and `keras.layers` only, so the TensorFlow (default), JAX and PyTorch backends all
 work. Knows nothing of files of images or of noise: tensors are float pixel values on the 0-255 scale, shaped
@@ -6,7 +6,6 @@ work. Knows nothing of files of images or of noise: tensors are float pixel valu
 """
 import functools
 import math
-import sys
 import warnings
 
 import h5py
@@ -93,61 +92,6 @@ def get_model(model_name="srresnet", channels=3, synchronized_bn=False):
     raise ValueError(f"model name should be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
 
 
-def gpu_compute_capability():
-    """(major, minor) CUDA compute capability of the first GPU the backend sees, or None without one."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            return None
-        return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
-    if backend == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        capability = getattr(device, "compute_capability", None) if device.platform == "gpu" else None
-        return tuple(int(part) for part in capability.split(".")) if capability else None
-    if backend == "torch":
-        import torch
-
-        return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
-    return None
-
-
-def cpu_emulates_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """True where a Linux x86 CPU has no AVX-512 (no avx512f flag): much of a bfloat16 training step is then
-    emulated, several times slower than float32. False where the flags cannot be read (not Linux, not x86)."""
-    try:
-        with open(cpuinfo) as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), None)
-    except OSError:
-        return False
-    return flags is not None and "avx512f" not in flags
-
-
-def start_mixed_precision(work):
-    """--mixed_precision of train.py and test_model.py: use_mixed_precision, the policy printed, and a warning on
-    stderr where a CPU without AVX-512 (no GPU) emulates bfloat16, so that `work` is slower than in float32."""
-    print(f"mixed precision: {use_mixed_precision()}")
-    if gpu_compute_capability() is None and cpu_emulates_bfloat16():
-        print(f"warning: --mixed_precision: this CPU has no AVX-512, so much of the bfloat16 arithmetic is emulated "
-              f"and {work} is several times slower than without the flag (docs/speed.md)", file=sys.stderr)
-
-
-def use_mixed_precision():
-    """Make the models built from now on compute in 16 bits (variables stay float32); returns the policy name.
-
-    bfloat16 on CPUs and on GPUs from compute capability 8.0 (Ampere) on; float16
-    on older GPUs, where Keras' compile() then adds dynamic loss scaling.
-    """
-    capability = gpu_compute_capability()
-    policy = "mixed_float16" if capability is not None and capability < (8, 0) else "mixed_bfloat16"
-    keras.config.set_dtype_policy(policy)
-    return policy
-
-
 def psnr(y_true, y_pred):
     """PSNR in dB of the batch's mean squared error, 0-255 images; the prediction is clipped to [0, 255] first."""
     y_true = ops.cast(y_true, "float32")
@@ -200,15 +144,35 @@ def psnr_metric():
     return keras.metrics.MeanMetricWrapper(psnr, name="PSNR")
 
 
-class L0Loss(keras.losses.Loss):
-    """Annealed L0 loss (|y - y'| + 1e-8) ** gamma, mean over the pixels.
+class LossGamma(keras.metrics.Metric):
+    """The gamma of a loss (the L0 loss', Neighbor2Neighbor's) as a metric's variable, which the callbacks set
+    between epochs: Keras hands the metrics' variables to every compiled train step as state, so the step is
+    compiled once per run on every backend (JAX would freeze a plain variable into its trace). Its result, the
+    epoch's gamma, goes into the logs and the history under the metric's name."""
 
-    gamma lives in a variable that `AnnealLossGamma` lowers from 2 towards 0.
-    """
+    def __init__(self, initial, name):
+        super().__init__(name=name)
+        self.gamma = self.add_variable(shape=(), initializer=keras.initializers.Constant(initial), dtype="float32",
+                                       aggregation="only_first_replica", name="gamma")
+
+    def update_state(self, *args, **kwargs):
+        """Nothing: the callbacks set the value."""
+
+    def reset_state(self):
+        """Nothing: the value carries over from one epoch to the next."""
+
+    def result(self):
+        return ops.convert_to_tensor(self.gamma)
+
+
+class L0Loss(keras.losses.Loss):
+    """Annealed L0 loss (|y - y'| + 1e-8) ** gamma, mean over the pixels. gamma is `gamma_metric`'s variable
+    (compile the model with that metric), which AnnealLossGamma lowers from 2 towards 0."""
 
     def __init__(self, gamma=2.0, name="l0"):
         super().__init__(name=name)
-        self.gamma = keras.Variable(gamma, trainable=False, name="l0_gamma", dtype="float32")
+        self.gamma_metric = LossGamma(gamma, "l0_gamma")
+        self.gamma = self.gamma_metric.gamma
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
@@ -228,84 +192,6 @@ def get_loss(loss_name):
 def l0_gamma(epoch, nb_epochs):
     """gamma at the start of 0-based `epoch`: 2 * (nb_epochs - epoch) / nb_epochs."""
     return 2.0 * (nb_epochs - epoch) / nb_epochs
-
-
-# Neighbor2Neighbor (Huang et al., CVPR 2021). A noisy patch is split into 2x2 cells; in each cell a pair of
-# pixels that are horizontal or vertical neighbours (never diagonal) is drawn, its first pixel going to the
-# sub-image g1, its second to g2. `pairs` says which: (batch, H/2, W/2, 8) float one-hot, [..., :4] the cell
-# position (top-left, top-right, bottom-left, bottom-right) of g1's pixel, [..., 4:] that of g2's.
-NEIGHBOR_CELL = 2
-
-
-def cell_pixels(images):
-    """(batch, H, W, C) -> (batch, H/2, W/2, 4, C): the 4 pixels of every 2x2 cell, in the order TL, TR, BL, BR."""
-    shape = ops.shape(images)
-    rows, columns, channels = shape[1] // NEIGHBOR_CELL, shape[2] // NEIGHBOR_CELL, shape[3]
-    cells = ops.reshape(images, (-1, rows, NEIGHBOR_CELL, columns, NEIGHBOR_CELL, channels))
-    return ops.reshape(ops.transpose(cells, (0, 1, 3, 2, 4, 5)), (-1, rows, columns, 4, channels))
-
-
-class NeighborSubsample(layers.Layer):
-    """(images (batch, H, W, C), pairs (batch, H/2, W/2, 8)) -> the sub-images (g1, g2), each (batch, H/2, W/2, C):
-    the same pixel positions in every channel."""
-
-    def call(self, images, pairs):
-        cells = cell_pixels(images)
-        pairs = ops.cast(pairs, cells.dtype)
-        first = ops.sum(cells * ops.expand_dims(pairs[..., :4], -1), axis=3)
-        second = ops.sum(cells * ops.expand_dims(pairs[..., 4:], -1), axis=3)
-        return first, second
-
-    def compute_output_shape(self, images_shape, pairs_shape):
-        # (JAX cannot trace the reshape for unknown sizes; the shapes are known without it.)
-        batch, height, width, channels = images_shape
-        half = [None if size is None else size // NEIGHBOR_CELL for size in (height, width)]
-        return (batch, *half, channels), (batch, *half, channels)
-
-
-class StopGradient(layers.Layer):
-    """The input, through which no gradient flows."""
-
-    def call(self, inputs):
-        return ops.stop_gradient(inputs)
-
-
-def neighbor2neighbor_model(denoiser):
-    """The model Neighbor2Neighbor trains: [noisy (batch, H, W, C), pairs] -> (batch, H/2, W/2, 2C), the
-    concatenation of f(g1 y), through which the gradient flows, and g1 f(y) - g2 f(y) of the network on the
-    whole patch, through which none does (NeighborLoss takes them apart). It shares `denoiser`'s weights."""
-    channels = denoiser.input_shape[-1]
-    noisy, pairs = keras.Input((None, None, channels)), keras.Input((None, None, 2 * 4))
-    first, _ = NeighborSubsample(name="sub_images")(noisy, pairs)
-    denoised_first = denoiser(first)
-    whole_first, whole_second = NeighborSubsample(name="sub_images_of_whole")(StopGradient()(denoiser(noisy)), pairs)
-    consistency = layers.Subtract(dtype="float32")([whole_first, whole_second])
-    outputs = layers.Concatenate(dtype="float32")([layers.Activation("linear", dtype="float32")(denoised_first),
-                                                   consistency])
-    return keras.Model([noisy, pairs], outputs, name="neighbor2neighbor")
-
-
-class NeighborLoss(keras.losses.Loss):
-    """Neighbor2Neighbor's loss of (g2 y, the neighbor2neighbor_model's output): mean((f(g1 y) - g2 y)^2)
-    + gamma * mean((f(g1 y) - g2 y - (g1 f(y) - g2 f(y)))^2). gamma lives in a variable that AnnealLossGamma
-    raises over the training (neighbor_gamma)."""
-
-    def __init__(self, gamma=0.0, name="neighbor2neighbor"):
-        super().__init__(name=name)
-        self.gamma = keras.Variable(gamma, trainable=False, name="neighbor_gamma", dtype="float32")
-
-    def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, "float32")
-        channels = ops.shape(y_true)[-1]
-        difference = ops.cast(y_pred[..., :channels], "float32") - y_true
-        consistency = ops.cast(y_pred[..., channels:], "float32")
-        return ops.mean(ops.square(difference), axis=-1) + self.gamma * ops.mean(
-            ops.square(difference - consistency), axis=-1)
-
-
-def neighbor_gamma(epoch, nb_epochs, gamma_max):
-    """gamma during 0-based `epoch`: rising linearly, gamma_max / nb_epochs in the first, gamma_max in the last."""
-    return gamma_max * (epoch + 1) / nb_epochs
 
 
 def learning_rate_at(epoch, nb_epochs, initial_lr):
@@ -374,33 +260,40 @@ def channels_of_weights(path):
     return min(inputs) if inputs and min(inputs) in (1, 3) else 3
 
 
+class WeightsMismatch(ValueError):
+    """A weight file of another network than the one built: `fits` names the network it fits (or None), and
+    `channels` its image channels, so that a script can say which of its flags to pass."""
+
+    def __init__(self, message, fits=None, channels=3):
+        super().__init__(message)
+        self.fits, self.channels = fits, channels
+
+
 def weights_mismatch(model, path):
-    """None where the file at `path` holds as many weights as `model`; else why not, in a phrase naming the
-    flags of the network the file fits (--model, and --channels where its channels differ)."""
+    """None where the file at `path` holds as many weights as `model`; else a WeightsMismatch saying how many
+    each has and which network (of MODEL_NAMES, and channels) the file fits."""
     stored = sum(math.prod(shape) for shape in stored_weight_shapes(path))
     expected = model.count_params()
     if stored == expected:
         return None
     channels = channels_of_weights(path)
-    fits = [name for name in MODEL_NAMES if get_model(name, channels).count_params() == stored]
+    fits = next((name for name in MODEL_NAMES if get_model(name, channels).count_params() == stored), None)
     kind = {1: "gray", 3: "colour"}
-    hint = ""
-    if fits:
-        flags = f"--model {fits[0]}" + (f" --channels {channels}" if channels != model.input_shape[-1] else "")
-        hint = f"; it fits a {fits[0]} ({kind[channels]}): pass {flags}"
-    return f"holds {stored:,} weights, a {model.name} ({kind[model.input_shape[-1]]}) has {expected:,}{hint}"
+    hint = f"; it fits a {fits} ({kind[channels]})" if fits else ""
+    return WeightsMismatch(f"holds {stored:,} weights, a {model.name} ({kind[model.input_shape[-1]]}) has "
+                           f"{expected:,}{hint}", fits, channels)
 
 
 def load_weights(model, path):
     """Load Keras 3 `.weights.h5` or an original Keras 2 `.hdf5`/`.h5` checkpoint (full model or weights only)
     into `model`. Keras matches Keras 2 files layer by layer in build order, the order the original built them
-    in. A file of another network is refused with a one-line ValueError."""
+    in. A file of another network is refused with a one-line WeightsMismatch (a ValueError)."""
     path = str(path)
     if not path.endswith((".weights.h5", ".h5", ".hdf5")):
         raise ValueError(f"weight file should end in .weights.h5, .h5 or .hdf5: {path}")
     mismatch = weights_mismatch(model, path)
     if mismatch:
-        raise ValueError(mismatch)
+        raise mismatch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns per layer before raising on a mismatch
         try:
@@ -409,129 +302,3 @@ def load_weights(model, path):
             raise ValueError(f"does not fit a {model.name} model ({str(error).splitlines()[0][:200]})") from None
 
 
-def _input_names(node):
-    """Names of the layers whose outputs a serialised node (a functional layer config's inbound_nodes, or a part
-    of one) takes in: every `keras_history` in it."""
-    if isinstance(node, dict):
-        if "keras_history" in node:
-            return [node["keras_history"][0]]
-        return [name for value in node.values() for name in _input_names(value)]
-    if isinstance(node, (list, tuple)):
-        return [name for item in node for name in _input_names(item)]
-    return []
-
-
-def _layer_graph(network):
-    """({layer: [layers it takes in]}, {layer: [layers that take it in]}) by name, from the functional config."""
-    configs = network.get_config()["layers"]
-    parents = {config["name"]: _input_names(config["inbound_nodes"]) for config in configs}
-    consumers = {name: [user for user, inputs in parents.items() if name in inputs] for name in parents}
-    return parents, consumers
-
-
-def _batch_norms_to_fold(network, consumers):
-    """{Conv2D name: BatchNormalization name} for each convolution with a bias whose only consumer is a batch
-    normalisation over its channels."""
-    layer = network.get_layer
-    return {name: users[0] for name, users in consumers.items()
-            if isinstance(layer(name), layers.Conv2D) and layer(name).use_bias and len(users) == 1
-            and isinstance(layer(users[0]), layers.BatchNormalization) and layer(users[0]).axis in (-1, 3)}
-
-
-def _prelus_to_rewrite(network, parents, consumers, folded):
-    """{PReLU name: the Conv2D that produces its input} for the PReLUs with one slope per channel that can become
-    max(x, slope * x): all slopes at most 1, or else a convolution (its normalisation folded) feeding the PReLU
-    alone and only convolutions taking its output in, so that the channels with slopes above 1 can be flipped."""
-    layer, conv_of_norm = network.get_layer, {norm: conv for conv, norm in folded.items()}
-    rewrite = {}
-    for name, inputs in parents.items():
-        if not isinstance(layer(name), layers.PReLU) or tuple(layer(name).alpha.shape[:-1]) != (1, 1):
-            continue
-        producer = conv_of_norm.get(inputs[0], inputs[0])
-        alone = len(consumers[inputs[0]]) == 1 and isinstance(layer(producer), layers.Conv2D)
-        if np.all(np.asarray(layer(name).alpha) <= 1) or (
-                alone and all(isinstance(layer(user), layers.Conv2D) for user in consumers[name])):
-            rewrite[name] = producer
-    return rewrite
-
-
-def _folded_conv_weights(conv, batch_norm):
-    """The [kernel, bias] of `conv` followed by `batch_norm` in inference mode, as one convolution: the kernel's
-    output channels scaled by gamma / sqrt(variance + epsilon), the bias shifted; float64."""
-    kernel, bias = (np.asarray(weight, np.float64) for weight in (conv.kernel, conv.bias))
-    mean, variance = (np.asarray(weight, np.float64) for weight in (batch_norm.moving_mean,
-                                                                    batch_norm.moving_variance))
-    gamma = np.asarray(batch_norm.gamma, np.float64) if batch_norm.scale else 1.0
-    beta = np.asarray(batch_norm.beta, np.float64) if batch_norm.center else 0.0
-    scale = gamma / np.sqrt(variance + batch_norm.epsilon)
-    return [kernel * scale, (bias - mean) * scale + beta]
-
-
-def _inference_weights(network, consumers, folded, rewritten):
-    """{layer name: float64 weights} of inference_network's changed layers. A PReLU slope a > 1 becomes 1 / a on
-    flipped signs: the producing convolution negates that channel (z = -x), max(z, z / a) is -x / a for x >= 0
-    and -x below, and the consuming convolutions scale that input channel by -a: x and a * x, PReLU's values."""
-    layer = network.get_layer
-    weights = {conv: _folded_conv_weights(layer(conv), layer(norm)) for conv, norm in folded.items()}
-
-    def conv_weights(name):  # the weights changed so far, else the network's own
-        return weights.setdefault(name, [np.asarray(weight, np.float64) for weight in layer(name).weights])
-
-    for name, producer in rewritten.items():
-        alpha = np.asarray(layer(name).alpha, np.float64)  # (1, 1, channels)
-        flipped = alpha > 1
-        weights[name] = [np.where(flipped, 1 / np.where(flipped, alpha, 1.0), alpha)]  # no 1 / 0 for zero slopes
-        if flipped.any():
-            kernel, bias = conv_weights(producer)
-            sign = np.where(flipped, -1.0, 1.0).reshape(-1)
-            weights[producer] = [kernel * sign, bias * sign]
-            for user in consumers[name]:
-                kernel, bias = conv_weights(user)
-                weights[user] = [kernel * np.where(flipped, -alpha, 1.0).reshape(1, 1, -1, 1), bias]
-    return weights
-
-
-class _FoldedBatchNorm(layers.Layer):
-    """Where inference_network took a batch normalisation into its convolution: passes its input on (accepting
-    the `mask` argument the normalisation's node was called with)."""
-
-    def call(self, inputs, mask=None):
-        return inputs
-
-
-class _MaxPReLU(layers.Layer):
-    """PReLU as max(x, slope * x), exact for slopes up to 1: two passes over the feature map where Keras' PReLU
-    makes five (relu, negate, relu, multiply, add)."""
-
-    def __init__(self, slope_shape, **kwargs):
-        super().__init__(**kwargs)
-        self.slope = self.add_weight(shape=slope_shape, initializer="zeros", trainable=False, name="slope")
-
-    def call(self, inputs):
-        return ops.maximum(inputs, ops.cast(self.slope, inputs.dtype) * inputs)
-
-
-def inference_network(network):
-    """A copy of `network` for inference, the same float32 output up to rounding, sooner: each convolution +
-    batch normalisation is one convolution (Keras upcasts normalisation to float32 under mixed precision), and
-    each PReLU computes max(x, slope * x) (see _inference_weights). A network with neither comes back as it is."""
-    parents, consumers = _layer_graph(network)
-    folded = _batch_norms_to_fold(network, consumers)
-    rewritten = _prelus_to_rewrite(network, parents, consumers, folded)
-    if not folded and not rewritten:
-        return network
-
-    def clone(layer):
-        if layer.name in rewritten:
-            return _MaxPReLU(layer.alpha.shape, name=layer.name)
-        if layer.name in folded.values():
-            return _FoldedBatchNorm(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = keras.models.clone_model(network, clone_function=clone)
-    changed = _inference_weights(network, consumers, folded, rewritten)
-    for layer in copy.layers:
-        if layer.weights:
-            layer.set_weights([np.asarray(weight, np.float32) for weight in changed[layer.name]]
-                              if layer.name in changed else network.get_layer(layer.name).get_weights())
-    return copy

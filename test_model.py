@@ -62,7 +62,7 @@ def get_args(argv=None):
     parser.add_argument("--weight_file", type=cli.weight_file, default=None,
                         help="trained weights: a train.py .weights.h5 checkpoint, an original Keras 2 .hdf5, or the "
                              f"name of weights shipped in result/weights "
-                             f"({', '.join(cli.shipped_weights()) or 'none'}); "
+                             f"({cli.shipped_weights_help()}); "
                              f"if not given, the shipped {REAL_PHOTO_SHIPPED!r} SRResNet for --test_noise_model clean "
                              f"(real photos) and the shipped {DEFAULT_SHIPPED!r} one otherwise")
     parser.add_argument("--test_noise_model", type=noise_spec, default="gaussian,25,25",
@@ -153,8 +153,8 @@ def triptych_result(model, path, noise, rng, args):
         return None
     original = images.crop_to_multiple(images.to_channels(image, model.input_shape[-1]))
     noisy = noise(original, rng)
-    denoised = denoise(model, noisy, args.tile, args.tile_overlap, args.pixel_shuffle, TileProgress(path.name),
-                       args.self_ensemble)
+    denoised = denoise(model, noisy, tile=args.tile, overlap=args.tile_overlap, stride=args.pixel_shuffle,
+                       self_ensemble=args.self_ensemble, progress=TileProgress(path.name))
     reference = original
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=False)
@@ -172,9 +172,10 @@ def full_size_result(model, path, noise, rng, args):
         return None
     channels = model.input_shape[-1]
     original = images.to_channels(as_0_255(source), channels)
-    noisy = noise(original, rng).astype(np.float32)
-    output = predict_images(model, noisy[np.newaxis], args.tile, args.tile_overlap, TileProgress(path.name),
-                            args.pixel_shuffle, args.self_ensemble)[0]
+    noisy = noisy_at_full_depth(noise, original, rng)
+    output = predict_images(model, noisy[np.newaxis], tile=args.tile, overlap=args.tile_overlap,
+                            stride=args.pixel_shuffle, self_ensemble=args.self_ensemble,
+                            progress=TileProgress(path.name))[0]
     if channels == 1 and source.channels != 1:  # a gray model denoised a colour photo's luma: keep its colour
         output = images.with_luma(source.pixels.astype(np.float32) / source.scale, output)
     picture = images.encode_like(np.repeat(output, 3 // output.shape[2], axis=2), source)
@@ -185,6 +186,16 @@ def full_size_result(model, path, noise, rng, args):
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=True)
     return reference, noisy, written, picture
+
+
+def noisy_at_full_depth(noise, original, rng):
+    """The test noise on an HxWxC 0-255 image, float32: a uint8 one as it is; a 16-bit one's float pixels without
+    cutting them to 8 bits (the noise functions take uint8): the noise is drawn on the image rounded to uint8,
+    and the difference it made is added to the full-depth pixels."""
+    if original.dtype == np.uint8:
+        return noise(original, rng).astype(np.float32)
+    rounded = np.clip(np.rint(original), 0, 255).astype(np.uint8)
+    return np.clip(original + (noise(rounded, rng).astype(np.float32) - rounded), 0, 255)
 
 
 class TileProgress:
@@ -274,8 +285,10 @@ def default_weights(test_noise_model):
 
 
 def load_model(args):
-    """The --model network with the --weight_file weights (the shipped default where none is given), as
-    model.inference_network makes it: the same output, sooner."""
+    """The --model network with the --weight_file weights (the shipped default where none is given), rewritten
+    by inference_graph.inference_network: the same output, sooner (batch norms folded, PReLUs as max(x, a*x))."""
+    import inference_graph
+    import mixed_precision
     import model as models
 
     if args.weight_file is None:
@@ -286,13 +299,15 @@ def load_model(args):
         args.weight_file = cli.shipped_weights()[name]
         print(f"using the shipped {name} weights: {args.weight_file}")
     if args.mixed_precision:
-        models.start_mixed_precision("denoising")
+        mixed_precision.start_mixed_precision("denoising")
+    model = None
     try:
         model = models.get_model(args.model, channels=models.channels_of_weights(args.weight_file))
         models.load_weights(model, args.weight_file)
     except (ValueError, OSError) as error:
-        raise cli.UserError(f"--weight_file {args.weight_file}: {error}") from None
-    return models.inference_network(model)  # same output, sooner
+        why = cli.weights_error_text(error, model) if model is not None else error
+        raise cli.UserError(f"--weight_file {args.weight_file}: {why}") from None
+    return inference_graph.inference_network(model)
 
 
 def save_or_show(picture, path, args, output_dir, name):

@@ -11,20 +11,16 @@ epoch, and at the end sample.png (original | noisy | denoised validation
 image, denoised by the best checkpoint).
 """
 import argparse
-import contextlib
-import math
-import shutil
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 import cli
 import images
+import pixel_shuffle
 from inference import denoise
-from noise_model import SPEC_HELP as NOISE_HELP, adds_noise, get_noise_model, noise_spec
+from noise_model import SPEC_HELP as NOISE_HELP, adds_noise, get_noise_model, noise_spec, zero_mean_conflict
 
 # --method: Noise2Noise's noisy pairs, or Neighbor2Neighbor's neighbouring pixels of single noisy patches.
 METHODS = ("noise2noise", "neighbor2neighbor")
@@ -66,7 +62,8 @@ def add_noise_flags(parser):
     group.add_argument("--zero_mean_targets", action="store_true",
                        help="add the target noise in float, without clipping to 0-255 or rounding, so the targets' "
                             "mean is the clean image (the original clips and truncates, which biases dark and bright "
-                            "pixels); affects gaussian and poisson noise only, the source noise stays as given")
+                            "pixels); affects gaussian and poisson noise only, which must then come last in a + spec "
+                            "(a later camera, jpeg, ... stage needs 0-255 pixels); the source noise stays as given")
 
 
 def add_training_flags(parser):
@@ -98,7 +95,7 @@ def add_training_flags(parser):
     group.add_argument("--weight", type=cli.weight_file, default=None,
                        help="start from these weights, e.g. to continue training or fine-tune: a .weights.h5, an "
                             "original Keras 2 .hdf5, or the name of weights shipped in result/weights "
-                            f"({', '.join(cli.shipped_weights()) or 'none'})")
+                            f"({cli.shipped_weights_help()})")
     group.add_argument("--output_path", default="checkpoints",
                        help="folder for checkpoints, history and plots (relative to the current directory)")
     group.add_argument("--seed", type=cli.seed, default=None,
@@ -143,6 +140,9 @@ def get_args(argv=None):
     args = parser.parse_args(argv)
     args.lr = getattr(args, "lr", DEFAULT_LR[args.model])
     check_method(parser, args)
+    conflict = args.zero_mean_targets and zero_mean_conflict(args.target_noise_model)
+    if conflict:
+        parser.error(f"argument --zero_mean_targets: {conflict}, or leave out --zero_mean_targets")
     if args.model == "unet" and args.image_size % images.SIZE_MULTIPLE:
         parser.error(f"argument --image_size: unet needs a multiple of {images.SIZE_MULTIPLE}, "
                      f"got {args.image_size}")
@@ -191,7 +191,7 @@ def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_byt
         raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
 
 
-def make_datasets(args, replicas=1):
+def make_datasets(args, seed, replicas=1):
     """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
     replicas x --batch_size patches (the global batch of a data-parallel step)."""
     import generator
@@ -205,83 +205,77 @@ def make_datasets(args, replicas=1):
     source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
     on_disk = sum(isinstance(image, generator.ImageOnDisk) for image in train_images)
     cache_note = f" ({on_disk} past --cache_mb {args.cache_mb:g} read from disk per patch)" if on_disk else ""
-    print(f"training on {len(train_images)} images from {source}{cache_note}, validating on {len(val_images)}")
+    print(f"training on {len(train_images)} images from {source}{cache_note}, validating on {len(val_images)}; "
+          f"seed {seed}{'' if args.seed is not None else ' (drawn: --seed ' + str(seed) + ' repeats the run)'}")
     train = generator.NoisyImageGenerator(
         train_images, get_noise_model(args.source_noise_model),
         # (neighbor2neighbor's targets are sub-images of the sources: no target noise to draw and throw away)
         get_noise_model("clean" if args.method == "neighbor2neighbor" else args.target_noise_model,
                         zero_mean=args.zero_mean_targets),
-        batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=args.seed,
+        batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=seed,
         workers=args.workers, processes=args.workers if args.use_multiprocessing else 0,
         neighbor2neighbor=args.method == "neighbor2neighbor", pixel_shuffle=args.pixel_shuffle)
     val_data = generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
     if args.pixel_shuffle > 1:
         try:
-            val_data = generator.pixel_shuffled_validation(val_data, args.pixel_shuffle)
-        except generator.NoImagesError as error:
-            raise cli.UserError(f"--test_dir {args.test_dir or '(bundled photos)'}: {error}") from None
+            val_data = pixel_shuffle.validation_sub_images(val_data, args.pixel_shuffle)
+        except ValueError as error:
+            raise cli.UserError(f"--test_dir {args.test_dir or '(bundled photos)'}: {error} "
+                                f"(--pixel_shuffle)") from None
     return train, val_data
 
 
-def noisy_validation(args, val_data):
-    """For --method neighbor2neighbor with --val_noise_model clean (the validation photos are noisy themselves):
-    their sub-images for callbacks.NeighborValidation, said once; else None (PSNR and SSIM against them)."""
-    import generator
+def validation(args, val_data, loss, network, replicas):
+    """The validation callback: PSNR and SSIM against the clean validation images (callbacks.ImageValidation), or
+    for --method neighbor2neighbor with --val_noise_model clean, where the validation photos are noisy themselves,
+    neighbor2neighbor.NoisyValidation (the run says so once)."""
+    import callbacks
+    import neighbor2neighbor
 
-    if args.method != "neighbor2neighbor" or adds_noise(args.val_noise_model):
-        return None
+    if args.method != "neighbor2neighbor":
+        return callbacks.ImageValidation(val_data, loss, replicas, network)
+    if adds_noise(args.val_noise_model):
+        return callbacks.ImageValidation(val_data, "mse", replicas, network)
     print("validating on noisy photos (--val_noise_model clean): no PSNR without clean versions, so val_loss is "
           "neighbor2neighbor's error of predicting each photo's pixels from their neighbours, and the best "
           "checkpoint is the epoch with the lowest")
-    return generator.neighbor_validation_data([noisy for noisy, _ in val_data])
+    return neighbor2neighbor.NoisyValidation(neighbor2neighbor.validation_data([noisy for noisy, _ in val_data]),
+                                             network)
 
 
 def build_model(args, replicas=1):
     """(the compiled model that fit trains, its loss, the denoiser inside it). The loss is an L0Loss for --loss
     l0 and a NeighborLoss for --method neighbor2neighbor, whose gamma the callbacks anneal; for that method the
-    fitted model is a training wrapper around the denoiser (model.neighbor2neighbor_model), else the denoiser.
+    fitted model is a training wrapper around the denoiser (neighbor2neighbor.training_model), else the denoiser.
     With replicas > 1 on TensorFlow the batch normalisation is synchronised, so the replicas normalise over the
     global batch as one device would (on JAX the step is one global computation anyway)."""
     import keras
+    import mixed_precision
     import model as models
+    import neighbor2neighbor
 
     if args.mixed_precision:
-        models.start_mixed_precision("training")
+        mixed_precision.start_mixed_precision("training")
     synchronized = replicas > 1 and keras.backend.backend() == "tensorflow"
     network = models.get_model(args.model, channels=args.channels, synchronized_bn=synchronized)
     if args.weight:
         try:
             models.load_weights(network, args.weight)
         except (ValueError, OSError) as error:
-            raise cli.UserError(f"--weight {args.weight}: {error}") from None
+            raise cli.UserError(f"--weight {args.weight}: {cli.weights_error_text(error, network)}") from None
         print(f"loaded weights from {args.weight}")
-    optimizer = keras.optimizers.Adam(learning_rate=args.lr)
     if args.method == "neighbor2neighbor":
-        model, loss = models.neighbor2neighbor_model(network), models.NeighborLoss()
-        model.compile(optimizer=optimizer, loss=loss, steps_per_execution=args.steps_per_execution)
+        model, loss, metrics = neighbor2neighbor.training_model(network), neighbor2neighbor.NeighborLoss(), []
     else:
-        model, loss = network, models.get_loss(args.loss)
-        model.compile(optimizer=optimizer, loss=loss, metrics=[models.psnr_metric()],
-                      steps_per_execution=args.steps_per_execution)
+        model, loss, metrics = network, models.get_loss(args.loss), [models.psnr_metric()]
+    if hasattr(loss, "gamma_metric"):
+        metrics.append(loss.gamma_metric)  # the gamma the compiled step reads (model.LossGamma)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr), loss=loss, metrics=metrics,
+                  steps_per_execution=args.steps_per_execution)
     # The Adam state built now, eagerly: left to fit, it is built inside the first step's trace, 12-16 s later
     # on TensorFlow (benchmarks/bench_startup.py).
     model.optimizer.build(model.trainable_variables)
     return model, loss, network
-
-
-def best_checkpoint(output_path, history):
-    """The checkpoint of the run's best epoch by val_PSNR in `history` (its per-epoch lists, a resumed run's
-    earlier epochs included; by the lowest val_loss where the validation had no PSNR), or None. BestCheckpoint
-    writes on a strict improvement, so that is the first epoch with the best score; of several files of that epoch
-    (an older run's left in the folder) the newest."""
-    by_loss = "val_PSNR" not in history
-    values = history.get("val_loss" if by_loss else "val_PSNR", [])
-    scores = [(-value if by_loss else value, -epoch) for epoch, value in enumerate(values) if math.isfinite(value)]
-    if not scores:
-        return None
-    epoch = -max(scores)[1]
-    files = Path(output_path).glob(f"weights.{epoch + 1:03d}-*.weights.h5")
-    return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def report(model, args, val_data, best):
@@ -308,18 +302,15 @@ def report(model, args, val_data, best):
 
 
 def interrupted_run(args):
-    """With --resume: the backup state of the run to continue (callbacks.read_backup); else None."""
-    import callbacks
+    """With --resume: the backup state of the run to continue (resume.read_backup); else None."""
+    import resume
 
     if not args.resume:
         return None
     try:
-        state = callbacks.read_backup(args.output_path)
+        state = resume.interrupted_run(args.output_path)
     except ValueError as error:
-        raise cli.UserError(f"--resume: {error}; leave out --resume to start a new run there") from None
-    if state is None:
-        raise cli.UserError(f"--resume: no interrupted run in --output_path {args.output_path} (no completed "
-                            f"epoch in its {callbacks.BACKUP_FOLDER}/ folder); leave out --resume to start one")
+        raise cli.UserError(f"--resume: {error}") from None
     return state
 
 
@@ -333,25 +324,7 @@ def check_resumable(model, state, args):
         raise cli.UserError(f"--resume: {state['weights']}: {error}") from None
     if mismatch:
         raise cli.UserError(f"--resume: the run in {args.output_path} trained another network (its backup "
-                            f"{mismatch}); pass the flags it was started with")
-
-
-def replace_old_backup(args):
-    """A new run (no --resume) in a folder holding an earlier run's backup: remove that backup once this run is
-    about to train, not before, so that a mistake in the flags does not cost an interrupted run its backup."""
-    import callbacks
-
-    backup = Path(args.output_path) / callbacks.BACKUP_FOLDER
-    if not args.resume and backup.exists():
-        print(f"a new run in {args.output_path}: replacing the backup of the earlier run there "
-              f"(--resume continues a run)")
-        shutil.rmtree(backup)
-
-
-# The flags that shape what a run learns; --resume warns where they differ from those the run was started with.
-RUN_FLAGS = ("image_dir", "test_dir", "image_size", "batch_size", "nb_epochs", "steps", "lr", "loss",
-             "source_noise_model", "target_noise_model", "val_noise_model", "zero_mean_targets", "seed", "method",
-             "neighbor_gamma", "pixel_shuffle")
+                            f"{cli.weights_error_text(mismatch, model)}); pass the flags it was started with")
 
 
 def nan_advice(args):
@@ -363,29 +336,10 @@ def nan_advice(args):
 
 
 def run_flags(args):
-    """{flag: value} of RUN_FLAGS, which every backup of the run records."""
-    return {name: getattr(args, name) for name in RUN_FLAGS}
+    """{flag: value} of resume.RUN_FLAGS, which every backup of the run records."""
+    import resume
 
-
-def flag_text(name, value):
-    """How a flag's value is written on the command line: '--lr 0.001', '--zero_mean_targets', 'no --seed'."""
-    if value is None or value is False:
-        return f"no --{name}"
-    return f"--{name}" if value is True else f"--{name} {value}"
-
-
-def announce_resume(args, state):
-    """Say which epoch the run continues after, and warn of RUN_FLAGS given other values than the run's."""
-    completed = state["epoch"]
-    print(f"resuming {args.output_path} after epoch {completed} of {args.nb_epochs}" if completed < args.nb_epochs
-          else f"{args.output_path}: the run has finished its {completed} epochs; nothing to train (a larger "
-               f"--nb_epochs continues it)")
-    recorded = state.get("flags", {})
-    changed = [f"{flag_text(name, getattr(args, name))} (the run: {flag_text(name, recorded[name])})"
-               for name in RUN_FLAGS if name in recorded and recorded[name] != getattr(args, name)]
-    if changed:
-        warnings.warn(f"--resume with other flags than the run was started with: {'; '.join(changed)}; "
-                      f"the remaining epochs use the new values")
+    return {name: getattr(args, name, None) for name in resume.RUN_FLAGS}
 
 
 def start_devices(args):
@@ -408,44 +362,12 @@ def start_devices(args):
 def gpu_feeding_tip(args):
     """A one-line tip where a GPU is fed by batch-making threads, which share Python's GIL with the training
     loop and leave a fast GPU waiting; else None."""
-    import model as models
+    import mixed_precision
 
-    if args.use_multiprocessing or not cli.can_fork() or models.gpu_compute_capability() is None:
+    if args.use_multiprocessing or not cli.can_fork() or mixed_precision.gpu_compute_capability() is None:
         return None
     return ("tip: on a GPU, --use_multiprocessing --workers 8 makes the batches in processes, which keep up with it "
             "(threads share Python's GIL with the training loop; docs/speed.md)")
-
-
-@contextlib.contextmanager
-def worker_output(args, distribution):
-    """The output folder of this process: --output_path for the chief; for another worker a temporary folder
-    (deleted at the end) holding a copy of the chief's backup, so that --resume restores the same epoch."""
-    import callbacks
-
-    if distribution.worker == 0:
-        yield args.output_path
-        return
-    folder = tempfile.mkdtemp(prefix=f"n2n-worker{distribution.worker}-")
-    backup = Path(args.output_path) / callbacks.BACKUP_FOLDER
-    if args.resume and backup.is_dir():
-        shutil.copytree(backup, Path(folder) / callbacks.BACKUP_FOLDER)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def say_how_to_continue(output_path):
-    """After Ctrl-C: whether there is a completed epoch to --resume from."""
-    import callbacks
-
-    backup = Path(output_path) / callbacks.BACKUP_FOLDER
-    if (backup / callbacks.STATE_FILE).is_file():
-        print(f"interrupted: the same command with --resume continues from the last completed epoch "
-              f"(backed up in {backup})", file=sys.stderr)
-    else:
-        print("interrupted before the first epoch ended: nothing to resume; run the command again to start over",
-              file=sys.stderr)
 
 
 def main(argv=None):
@@ -456,10 +378,15 @@ def main(argv=None):
         print(tip)
     output_path = args.output_path
     try:
-        with cli.output_folder(output_path, "--output_path"), worker_output(args, distribution) as args.output_path:
+        import distribute
+
+        with (cli.output_folder(output_path, "--output_path"),
+              distribute.output_folder(output_path, distribution.worker, args.resume) as args.output_path):
             return train(args, distribution)
     except KeyboardInterrupt:
-        say_how_to_continue(output_path)
+        import resume
+
+        print(resume.how_to_continue(output_path), file=sys.stderr)
         return 130
 
 
@@ -467,25 +394,27 @@ def train(args, distribution):
     import callbacks
     import distribute
     import keras
+    import resume
 
     state = interrupted_run(args)
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)  # the initial weights (Python's, NumPy's and the backend's seeds)
+    seed = resume.run_seed(args.seed, state)  # --seed, the interrupted run's, or a new one: recorded in its backup
+    keras.utils.set_random_seed(seed)  # the initial weights (Python's, NumPy's and the backend's seeds)
     with distribution.scope():
         model, loss, network = build_model(args, distribution.replicas)  # a bad --weight fails before decoding
     if state is not None:
         check_resumable(model, state, args)
-        announce_resume(args, state)
-    train_data, val_data = make_datasets(args, distribution.replicas)
+        resume.announce(args.output_path, args.nb_epochs, run_flags(args), state)
+    train_data, val_data = make_datasets(args, seed, distribution.replicas)
     completed = state["epoch"] if state else 0
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     run_callbacks = callbacks.training_callbacks(
-        args.output_path, val_data, args.nb_epochs, args.lr, loss, nan_advice=nan_advice(args), resume_from=state,
-        replicas=distribution.replicas, run_flags=run_flags(args),
-        progress_lines=None if sys.stdout.isatty() else args.steps, network=network,
-        neighbor_gamma_max=args.neighbor_gamma, noisy_validation=noisy_validation(args, val_data))
+        args.output_path, validation(args, val_data, loss, network, distribution.replicas), loss,
+        nb_epochs=args.nb_epochs, lr=args.lr, seed=seed, nan_advice=nan_advice(args), resume_from=state,
+        run_flags=run_flags(args), progress_lines=None if sys.stdout.isatty() else args.steps, network=network,
+        neighbor_gamma_max=args.neighbor_gamma)
     distribute.prepare_fit(model, distribution, train_data)
-    replace_old_backup(args)
+    if not args.resume:
+        resume.replace_old_backup(args.output_path)
     # A progress bar in a terminal; where the output goes to a file or pipe, one line per epoch and one a minute
     # within it (ProgressLines). No shuffle: the batches are random patches already, and Keras would shuffle
     # their order with Python's unseeded `random`, so the same --seed would train on the same batches in a
@@ -500,7 +429,7 @@ def train(args, distribution):
         return 1  # StopOnNaN said why and what to change
     if distribution.worker == 0:
         history = next(c.history for c in run_callbacks if isinstance(c, callbacks.HistorySaver))
-        report(network, args, val_data, best_checkpoint(args.output_path, history))
+        report(network, args, val_data, callbacks.best_checkpoint(args.output_path, history))
     return 0
 
 

@@ -2,6 +2,7 @@
 convolution alone (CHAIN in a row) on a 512x512 map in float32 and in bfloat16 (the peak), then test_model.py
 --tile on a large photo in float32 and with --mixed_precision (in child processes, as users run it), as pixels a
 second, as a fraction of that peak, and with the child's peak resident memory."""
+import argparse
 import os
 import re
 import shutil
@@ -17,10 +18,26 @@ import common
 
 import cli  # (common put the repository on sys.path)
 import inference  # (NumPy only)
-from bench_tiled import size, tile
 
 CONV_SIZE, FEATURES = 512, 64  # the peak's map: 512x512, 64 features in and out (the SRResNet's body)
 CHAIN = 16  # convolutions per timed call: the copy of the map in and out of one call is then a small part
+
+
+def size(text):
+    """argparse type: WIDTHxHEIGHT in pixels."""
+    try:
+        width, height = (cli.positive_int(value) for value in text.split("x"))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 4000x3000, got {text!r}") from None
+    return width, height
+
+
+def tile(text):
+    """argparse type: a tile size test_model.py takes, a multiple of 16 above inference.TILE_OVERLAP."""
+    value = cli.positive_int(text)
+    if value % 16 or value <= inference.TILE_OVERLAP:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 16 above {inference.TILE_OVERLAP}, got {text!r}")
+    return value
 
 
 def get_args():

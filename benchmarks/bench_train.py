@@ -1,6 +1,7 @@
 """Steady-state training step time: train.py's generator (its default worker threads) against batches made
 beforehand as in-memory arrays, per model, in one run, to show what the feed costs a step."""
 import sys
+import time
 
 import numpy as np
 
@@ -13,8 +14,22 @@ import cli  # noqa: E402
 import generator  # noqa: E402
 import images  # noqa: E402
 import model as models  # noqa: E402
-from epoch_timing import EpochTimer  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of every epoch, the device's queued steps included (the last weight read back at its end)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        keras.ops.convert_to_numpy(self.model.trainable_weights[-1])
+        self.seconds.append(time.perf_counter() - self.start)
 
 
 def compiled(model_name):

@@ -119,3 +119,45 @@ def seconds(function):
 def emit(bench, **fields):
     """Print one measurement as a JSON line {"bench": bench, ...}, flushed so that a long run shows it at once."""
     print(json.dumps(dict(bench=bench, **fields)), flush=True)
+
+
+def read_pairs(folder):
+    """[(name, noisy, clean)] HxWx3 uint8 BGR, for every photo of FOLDER/noisy that FOLDER/clean has too (a folder
+    of real noisy photos with ground truth, e.g. PolyU-Canon5D2); exits with one line where there are none."""
+    import images
+
+    pairs = []
+    for noisy_path in images.list_images(f"{folder}/noisy"):
+        clean = images.read_image(f"{folder}/clean/{noisy_path.name}")
+        if clean is not None:
+            pairs.append((noisy_path.name, images.read_image(noisy_path), clean))
+    if not pairs:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: no noisy/clean pairs of the same name in {folder}")
+    return pairs
+
+
+def load_network(path, mixed_precision=False):
+    """The network of a weight file (SRResNet or UNet, its channels read off the file) as test_model.py denoises
+    with it (inference_graph.inference_network); with `mixed_precision`, in bfloat16."""
+    import_keras()
+    import inference_graph
+    import mixed_precision as precision
+    import model as models
+
+    if mixed_precision:
+        precision.use_mixed_precision()
+    channels = models.channels_of_weights(path)
+    network = models.get_model("srresnet", channels=channels)
+    if models.weights_mismatch(network, path):
+        network = models.get_model("unet", channels=channels)
+    models.load_weights(network, path)
+    return inference_graph.inference_network(network)
+
+
+def nlm_sweep(noisy_images, strengths):
+    """{h: [OpenCV's colour non-local means of each uint8 BGR image at strength h]} for each of `strengths` (luma
+    and colour filtered alike, 7x7 patches, 21x21 search)."""
+    import cv2
+
+    return {h: [cv2.fastNlMeansDenoisingColored(noisy, None, h, h, 7, 21) for noisy in noisy_images]
+            for h in strengths}

@@ -7,7 +7,6 @@
 # DATA_DIR holds train291/ (training) and Set14/ and Set5/ (evaluation). Flags after RUN_DIR are added to the
 # recipe's and override them: e.g. --mixed_precision --zero_mean_targets --workers 8 --use_multiprocessing, or
 # --nb_epochs 1 --steps 5 for a dry run. RUN_DIR receives train.py's checkpoints and history.npz, train.log,
-# epoch_times.jsonl (each epoch's steps, end-of-epoch and per-callback seconds: benchmarks/timed_train.py),
 # gpu_utilization.csv (time, GPU %, MiB in use; sampled every second where nvidia-smi is found), test_set14.log
 # and test_set5.log (test_model.py on the best checkpoint, seed 0), summary.json and, last, EXIT (exit status).
 set -euo pipefail
@@ -29,7 +28,7 @@ finish() {
 trap finish EXIT
 start_gpu_sampler "$run/gpu_utilization.csv"
 start=$(date +%s.%N)
-python3 "$repo/benchmarks/timed_train.py" --image_dir "$data/train291" --test_dir "$data/Set14" \
+python3 "$repo/train.py" --image_dir "$data/train291" --test_dir "$data/Set14" \
     --image_size 128 --batch_size 8 --lr 0.001 --nb_epochs 60 --steps 1000 --seed 0 --output_path "$run" "$@" \
     > "$run/train.log" 2>&1
 end=$(date +%s.%N)
@@ -80,19 +79,13 @@ samples = []
 if (run / "gpu_utilization.csv").is_file():
     samples = [int(line.split(",")[1]) for line in (run / "gpu_utilization.csv").read_text().splitlines()
                if line.count(",") == 2 and line.split(",")[1].strip().isdigit()]
-times = run / "epoch_times.jsonl"
-epochs = [json.loads(line) for line in times.read_text().splitlines()] if times.is_file() else []
-later = epochs[1:]
+epoch_s = [float(value) for value in re.findall(r" - (\d+)s - [\d.]+(?:us|ms|s)/step - [^\n]*val_PSNR", log)]
 tests = {name: re.findall(r"mean over (\d+) images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
                           (run / f"test_{name.lower()}.log").read_text()) for name in ("Set14", "Set5")}
 summary = {
     "wall_s": round(end - start, 1), "flags": flags, "epochs_logged": len(step_ms),
-    "median_epoch_ms_per_step": median(step_ms),
-    "first_epoch": epochs[0] if epochs else None,
-    "later_epochs_median_steps_s": median([e["steps_s"] for e in later]),
-    "later_epochs_median_end_of_epoch_s": median([e["end_of_epoch_s"] for e in later]),
-    "later_epochs_median_callbacks_s": {name: median([e["callbacks_s"].get(name, 0.0) for e in later])
-                                        for name in (later[-1]["callbacks_s"] if later else {})},
+    "median_epoch_ms_per_step": median(step_ms), "later_epochs_ms_per_step": step_ms[1:],
+    "first_epoch_s": epoch_s[0] if epoch_s else None, "later_epochs_median_s": median(epoch_s[1:]),
     "gpu_util_mean": mean(samples), "gpu_util_mean_after_first_minute": mean(samples[60:]),
     "best_checkpoint": best, "test_model": tests,
     "gpu": gpu_name(), "versions": {name: version(name) for name in ("keras", "jax", "tensorflow", "torch")},

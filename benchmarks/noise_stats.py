@@ -12,7 +12,6 @@ import common
 
 import cli
 from noise_model import get_noise_model, noise_spec
-from real_photos import read_pairs
 
 
 def get_args():
@@ -64,7 +63,7 @@ def bias_psnr(pairs, noise, rng, draws):
 
 def main():
     args = get_args()
-    pairs = read_pairs(args.pairs)
+    pairs = common.read_pairs(args.pairs)
     print(json.dumps({"bench": "noise_stats", "noise": "real", "photos": len(pairs),
                       **mean_stats(pairs, lambda name, noisy, clean: noisy)}), flush=True)
     for spec in args.noise:

@@ -4,7 +4,6 @@ fixed-seed noise, for the original README's noise recipes, to show what Noise2No
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 import common
@@ -16,7 +15,6 @@ import images  # noqa: E402
 import inference  # noqa: E402
 import model as models  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
-from test_model import image_scores  # noqa: E402
 
 # noise -> (training noise, loss, validation noise), as in the original README
 RECIPES = {"gaussian": ("gaussian,0,50", "mse", "gaussian,25,25"),
@@ -84,18 +82,19 @@ def train(args, noise, name):
 
 
 def scores(pairs, outputs):
-    """Mean PSNR and SSIM of `outputs` against the clean images of `pairs`."""
-    psnr, ssim = np.mean([image_scores(clean, output) for (_, clean), output in zip(pairs, outputs)], axis=0)
+    """Mean PSNR and SSIM of uint8 `outputs` against the clean images of `pairs`, by the suite's own PSNR and SSIM
+    (model.py's, which test_model.py reports)."""
+    scorer = models.image_scorer(pairs[0][1].shape[-1])
+    psnr, ssim = np.mean([models.score_image(scorer, clean[np.newaxis].astype(np.float32),
+                                             output[np.newaxis].astype(np.float32))
+                          for (_, clean), output in zip(pairs, outputs)], axis=0)
     return round(float(psnr), 3), round(float(ssim), 4)
 
 
 def best_nlm(pairs):
-    """(h, PSNR, SSIM) of the best non-local-means strength on these pairs."""
-    results = []
-    for h in NLM_STRENGTHS:
-        outputs = [cv2.fastNlMeansDenoisingColored(noisy, None, h, h, 7, 21) for noisy, _ in pairs]
-        results.append((h, *scores(pairs, outputs)))
-    return max(results, key=lambda result: result[1])
+    """(h, PSNR, SSIM) of the best non-local-means strength of NLM_STRENGTHS on these pairs."""
+    swept = common.nlm_sweep([noisy for noisy, _ in pairs], NLM_STRENGTHS)
+    return max(((h, *scores(pairs, outputs)) for h, outputs in swept.items()), key=lambda result: result[1])
 
 
 def evaluation_pairs(args, noise):
@@ -105,11 +104,10 @@ def evaluation_pairs(args, noise):
     return [(noise_model(clean, rng), clean) for clean in cleans]
 
 
-def model_scores(folder, pairs, model):
-    """PSNR and SSIM of the best checkpoint in `folder`, a `model` network (float32 inference)."""
+def model_scores(folder, pairs):
+    """PSNR and SSIM of the best checkpoint in `folder` (float32 inference, as test_model.py runs it)."""
     checkpoint = max(folder.glob("weights.*.weights.h5"), key=lambda path: path.stat().st_mtime)
-    network = models.get_model(model)
-    models.load_weights(network, checkpoint)
+    network = common.load_network(checkpoint)
     return scores(pairs, [inference.denoise(network, noisy) for noisy, _ in pairs])
 
 
@@ -125,7 +123,7 @@ def main():
         common.emit("quality", noise=noise, method="opencv_nlm", h=h, psnr=psnr, ssim=ssim, **shared)
         for name in chosen_methods(args, noise):
             folder, seconds = train(args, noise, name)
-            psnr, ssim = model_scores(folder, pairs, args.model)
+            psnr, ssim = model_scores(folder, pairs)
             common.emit("quality", noise=noise, method=name, psnr=psnr, ssim=ssim,
                         train_s=seconds and round(seconds), **shared)
     return 0

@@ -5,7 +5,6 @@ import importlib
 import importlib.util
 import io
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -43,12 +42,11 @@ def require(path):
     return path
 
 
-def shipped_weights_table():
-    """{name: (its --test_noise_model, its Set5 PSNR)} from the shipped-weights table of result/README.md (its
-    second and last columns)."""
-    text = (REPO / "result" / "README.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| `([^`]+)` \|.*\| ([\d.]+) \|$", text, re.MULTILINE)
-    return {name: (noise, float(psnr)) for name, noise, psnr in rows}
+def shipped_score(name, images):
+    """The score the weights manifest (result/weights/weights.json) reports for shipped weights `name` on the
+    folder `images` (Set5, PolyU-Canon5D2, ...): {"test_noise_model", "psnr", ...}, or None."""
+    scores = cli.weights_manifest().get(name, {}).get("scores", [])
+    return next((score for score in scores if score["images"] == images), None)
 
 
 def synthetic_photo(rng, height, width):

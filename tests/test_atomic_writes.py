@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 
 import callbacks  # noqa: E402
 import model as models  # noqa: E402
+import resume  # noqa: E402
 from plot_history import load_history  # noqa: E402
 
 
@@ -28,8 +29,9 @@ def fit_epochs(model, folder, epochs, initial_epoch=0):
     run backed up in `folder`."""
     x = np.random.default_rng(0).uniform(0, 10, (8, 16, 16, 3)).astype(np.float32)  # >= 11 pixels for the SSIM
     validation = [(x[:1], 2 * x[:1])]
-    state = callbacks.read_backup(folder) if initial_epoch else None
-    run_callbacks = callbacks.training_callbacks(folder, validation, 10, 0.02, "mse", resume_from=state,
+    state = resume.read_backup(folder) if initial_epoch else None
+    run_callbacks = callbacks.training_callbacks(folder, callbacks.ImageValidation(validation, "mse"), "mse",
+                                                 nb_epochs=10, lr=0.02, seed=0, resume_from=state,
                                                  run_flags={"lr": 0.02})
     model.fit(x, 2 * x, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=run_callbacks)
 
@@ -79,7 +81,7 @@ def test_a_history_write_failing_midway_leaves_the_earlier_history(tmp_path, mon
 
 
 def backup_files(folder):
-    return snapshot(folder / callbacks.BACKUP_FOLDER)
+    return snapshot(folder / resume.BACKUP_FOLDER)
 
 
 def test_a_backup_weights_write_failing_midway_leaves_the_last_backup_whole(tmp_path, monkeypatch):
@@ -87,13 +89,13 @@ def test_a_backup_weights_write_failing_midway_leaves_the_last_backup_whole(tmp_
     model = learning_model()
     fit_epochs(model, tmp_path, epochs=1)
     before = backup_files(tmp_path)
-    assert set(before) == {"epoch_001.weights.h5", callbacks.STATE_FILE}
+    assert set(before) == {"epoch_001.weights.h5", resume.STATE_FILE}
     save_weights = keras.Model.save_weights
     monkeypatch.setattr(keras.Model, "save_weights", lambda model, path, *args: (
         half_written(save_weights) if "epoch_" in str(path) else save_weights)(model, path, *args))
     with pytest.raises(OSError, match="No space left"):
         fit_epochs(model, tmp_path, epochs=2, initial_epoch=1)
-    assert backup_files(tmp_path) == before and callbacks.read_backup(tmp_path)["epoch"] == 1
+    assert backup_files(tmp_path) == before and resume.read_backup(tmp_path)["epoch"] == 1
 
 
 def test_a_kill_before_the_state_is_written_resumes_the_last_state_exactly(tmp_path, monkeypatch):
@@ -112,11 +114,11 @@ def test_a_kill_before_the_state_is_written_resumes_the_last_state_exactly(tmp_p
     with pytest.raises(OSError, match="No space left"):
         fit_epochs(model, tmp_path, epochs=2, initial_epoch=1)
     monkeypatch.undo()
-    assert sorted(backup_files(tmp_path)) == ["epoch_001.weights.h5", "epoch_002.weights.h5", callbacks.STATE_FILE]
-    state = callbacks.read_backup(tmp_path)
+    assert sorted(backup_files(tmp_path)) == ["epoch_001.weights.h5", "epoch_002.weights.h5", resume.STATE_FILE]
+    state = resume.read_backup(tmp_path)
     assert state["epoch"] == 1 and state["weights"].endswith("epoch_001.weights.h5") and state["flags"] == {"lr": 0.02}
     restored = learning_model()
-    backup = callbacks.RunBackup(tmp_path / callbacks.BACKUP_FOLDER, callbacks.HistorySaver(tmp_path / "h.npz"),
+    backup = resume.RunBackup(tmp_path / resume.BACKUP_FOLDER, callbacks.HistorySaver(tmp_path / "h.npz"),
                                  resume_from=state)
     backup.set_model(restored)
     backup.on_train_begin()
@@ -124,8 +126,8 @@ def test_a_kill_before_the_state_is_written_resumes_the_last_state_exactly(tmp_p
                                                       for v in restored.optimizer.variables], weights_1 + optimizer_1):
         np.testing.assert_array_equal(got, expected)
     fit_epochs(restored, tmp_path, epochs=2, initial_epoch=1)
-    assert sorted(backup_files(tmp_path)) == ["epoch_002.weights.h5", callbacks.STATE_FILE]
-    assert len(json.loads((tmp_path / "backup" / callbacks.STATE_FILE).read_text())["history"]["loss"]) == 2
+    assert sorted(backup_files(tmp_path)) == ["epoch_002.weights.h5", resume.STATE_FILE]
+    assert len(json.loads((tmp_path / "backup" / resume.STATE_FILE).read_text())["history"]["loss"]) == 2
 
 
 def test_an_epoch_with_a_nan_loss_or_validation_is_not_backed_up_and_the_run_flags_go_with_a_backup(tmp_path, capsys):
@@ -133,25 +135,40 @@ def test_an_epoch_with_a_nan_loss_or_validation_is_not_backed_up_and_the_run_fla
     --resume, which would stop again at once; the run's flags are written with each backup that is."""
     model = learning_model()
     history = callbacks.HistorySaver(tmp_path / "history.npz")
-    backup = callbacks.RunBackup(tmp_path / callbacks.BACKUP_FOLDER, history, run_flags={"lr": 0.02})
+    backup = resume.RunBackup(tmp_path / resume.BACKUP_FOLDER, history, run_flags={"lr": 0.02})
     backup.set_model(model)
     backup.on_epoch_end(0, {"loss": 1.3e33, "val_loss": float("nan")})
     backup.on_epoch_end(1, {"loss": float("inf"), "val_loss": 3.0})
-    assert not (tmp_path / callbacks.BACKUP_FOLDER).exists()
+    assert not (tmp_path / resume.BACKUP_FOLDER).exists()
     assert "Epoch 1: val_loss is nan: not backed up" in capsys.readouterr().out
     backup.on_epoch_end(2, {"loss": 2.0, "val_loss": 3.0})
-    state = callbacks.read_backup(tmp_path)
+    state = resume.read_backup(tmp_path)
     assert state["epoch"] == 3 and state["flags"] == {"lr": 0.02}
+
+
+def test_a_file_written_whole_is_flushed_to_disk_before_and_its_folder_after_the_rename(tmp_path, monkeypatch):
+    """write_atomically fsyncs the temporary file, renames it, then fsyncs the folder: a power cut leaves the old
+    file or the new one, both on the disk."""
+    import atomic_write
+
+    events = []
+    monkeypatch.setattr(atomic_write, "_fsync", lambda path, *args: events.append(("fsync", str(path))))
+    replace = atomic_write.os.replace
+    monkeypatch.setattr(atomic_write.os, "replace", lambda a, b: (events.append(("rename", str(b))), replace(a, b)))
+    atomic_write.write_atomically(tmp_path / "h.npz", lambda temporary: open(temporary, "w").write("new"))
+    assert events == [("fsync", str(tmp_path / ".partial.h.npz")), ("rename", str(tmp_path / "h.npz")),
+                      ("fsync", str(tmp_path))]
+    assert (tmp_path / "h.npz").read_text() == "new"
 
 
 def test_a_damaged_or_incomplete_backup_is_a_value_error_saying_why(tmp_path):
     """read_backup: no backup is None; a state that is not JSON, or names a missing file, says so."""
-    assert callbacks.read_backup(tmp_path) is None
-    folder = tmp_path / callbacks.BACKUP_FOLDER
+    assert resume.read_backup(tmp_path) is None
+    folder = tmp_path / resume.BACKUP_FOLDER
     folder.mkdir()
-    (folder / callbacks.STATE_FILE).write_text("{not json")
+    (folder / resume.STATE_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="damaged"):
-        callbacks.read_backup(tmp_path)
-    (folder / callbacks.STATE_FILE).write_text('{"epoch": 2, "weights": "epoch_002.weights.h5"}')
+        resume.read_backup(tmp_path)
+    (folder / resume.STATE_FILE).write_text('{"epoch": 2, "weights": "epoch_002.weights.h5"}')
     with pytest.raises(ValueError, match="epoch_002.weights.h5.*missing"):
-        callbacks.read_backup(tmp_path)
+        resume.read_backup(tmp_path)

@@ -56,6 +56,10 @@ TRAIN_CASES = [
     (["--method", "neighbor2neighbor", "--loss", "l0"], ["--loss", "neighbor2neighbor", "own"]),
     (["--method", "neighbour2neighbour"], ["--method", "noise2noise", "neighbor2neighbor"]),
     (["--neighbor_gamma", "-1"], ["--neighbor_gamma", ">= 0"]),
+    (["--zero_mean_targets", "--target_noise_model", "gaussian,0,25+camera,20,60"],
+     ["--zero_mean_targets", "camera takes 0-255 pixels after gaussian"]),
+    (["--zero_mean_targets", "--target_noise_model", "gaussian,0,25+jpeg,85,95"],
+     ["--zero_mean_targets", "jpeg takes 0-255 pixels after gaussian"]),
     (["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
     (["--seed", str(2**32)], ["--seed", "from 0 to 4294967295"]),
 ]

@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 import generator  # noqa: E402
 import images  # noqa: E402
+import neighbor2neighbor  # noqa: E402
 from conftest import REPO, synthetic_photo  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 
@@ -368,11 +369,11 @@ def test_neighbor_pairs_are_adjacent_one_per_cell_and_the_same_in_every_channel(
     the same pixel), at the same position in every channel; all 8 ordered pairs occur."""
     batch, height, width = 3, 16, 12
     images = position_image(batch, height, width)
-    pairs = generator.draw_neighbor_pairs(np.random.default_rng(0), batch, height // 2, width // 2)
+    pairs = neighbor2neighbor.draw_pairs(np.random.default_rng(0), batch, height // 2, width // 2)
     assert pairs.shape == (batch, height // 2, width // 2, 8)
     np.testing.assert_array_equal(pairs[..., :4].sum(-1), 1)
     np.testing.assert_array_equal(pairs[..., 4:].sum(-1), 1)
-    first, second = generator.neighbor_sub_images(images, pairs)
+    first, second = neighbor2neighbor.sub_images(images, pairs)
     assert first.shape == second.shape == (batch, height // 2, width // 2, 3)
     for sub_image in (first, second):
         np.testing.assert_array_equal(sub_image - sub_image[..., :1],
@@ -388,7 +389,7 @@ def test_neighbor_pairs_are_adjacent_one_per_cell_and_the_same_in_every_channel(
     distance = np.abs(y1 - y2) + np.abs(x1 - x2)
     np.testing.assert_array_equal(distance, 1)  # adjacent: no diagonal (2) and no shared pixel (0)
     drawn = {(int(a), int(b)) for a, b in zip((y1 % 2 * 2 + x1 % 2).ravel(), (y2 % 2 * 2 + x2 % 2).ravel())}
-    assert drawn == {tuple(pair) for pair in generator.NEIGHBOR_PAIRS.tolist()} and len(drawn) == 8
+    assert drawn == {tuple(pair) for pair in neighbor2neighbor.PAIRS.tolist()} and len(drawn) == 8
 
 
 def test_neighbor2neighbor_batches_change_every_step_and_repeat_with_the_seed(photos):
@@ -407,7 +408,7 @@ def test_neighbor2neighbor_batches_change_every_step_and_repeat_with_the_seed(ph
     first = batches(seed=5)
     (noisy, pairs), target = first[0]
     assert noisy.shape == (2, 32, 32, 3) and pairs.shape == (2, 16, 16, 8) and target.shape == (2, 16, 16, 3)
-    np.testing.assert_array_equal(target, generator.neighbor_sub_images(noisy, pairs)[1])
+    np.testing.assert_array_equal(target, neighbor2neighbor.sub_images(noisy, pairs)[1])
     assert not np.array_equal(first[0][0][1], first[1][0][1])  # another step
     assert not np.array_equal(first[0][0][1], first[2][0][1])  # another epoch, same index
     for again in (batches(seed=5), batches(seed=5, processes=2)):

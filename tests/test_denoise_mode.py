@@ -72,6 +72,19 @@ def test_a_16_bit_photo_goes_through_the_network_without_rounding_to_8_bits(phot
     assert 50 < np.mean(from_16 - from_8) < 150, np.mean(from_16 - from_8)
 
 
+def test_synthetic_test_noise_keeps_a_16_bit_photo_16_bit(photo_folder, tmp_path):
+    """Test noise on a 16-bit PNG whose values lie between 8-bit steps is added at full depth: with zero noise
+    (gaussian,0,0) the noisy input is the photo itself (PSNR inf in report.csv), not the photo cut to 8 bits."""
+    (tmp_path / "deep").mkdir()
+    cv2.imwrite(str(tmp_path / "deep" / "deep.png"), cv2.imread(str(photo_folder / "deep.png"), cv2.IMREAD_UNCHANGED))
+    result = run_main("test_model", "--image_dir", tmp_path / "deep", "--test_noise_model", "gaussian,0,0",
+                      "--output_mode", "denoised", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "out" / "report.csv") as handle:
+        row = next(row for row in csv.DictReader(handle) if row["image"] == "deep.png")
+    assert float(row["noisy_psnr"]) == float("inf"), row
+
+
 def test_clean_input_writes_no_report(photo_folder, tmp_path):
     """With --test_noise_model clean there is no reference: results are written, report.csv is not."""
     folder = tmp_path / "one"

@@ -1,6 +1,5 @@
 """Inference: tiled prediction against whole-image prediction, and the weights shipped in result/weights."""
 import argparse
-import json
 
 import cli
 
@@ -9,20 +8,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio  # noqa: E402
 
-from conftest import DATASETS, REPO, require, shipped_weights_table, synthetic_photo  # noqa: E402
+from conftest import DATASETS, require, shipped_score, synthetic_photo  # noqa: E402
 import images  # noqa: E402
 import inference  # noqa: E402
 import model as models  # noqa: E402
+import pixel_shuffle  # noqa: E402
 from noise_model import get_noise_model  # noqa: E402
 import test_model  # noqa: E402
-
-SHIPPED = REPO / "result" / "weights"
-
 
 @pytest.fixture(scope="module")
 def gaussian_model():
     model = models.get_model("srresnet")
-    models.load_weights(model, SHIPPED / "gaussian.weights.h5")
+    models.load_weights(model, cli.shipped_weights()["gaussian"])
     return model
 
 
@@ -69,9 +66,15 @@ def test_tiled_denoising_matches_the_whole_image_within_rounding(gaussian_model)
     assert seams.max() > 1  # without overlap the tile borders do show: the blending is what removes them
 
 
-def test_every_shipped_weight_file_has_a_reported_psnr():
-    table = shipped_weights_table()
-    assert set(table) == set(cli.shipped_weights()) and table
+def test_every_shipped_name_loads_into_the_network_its_manifest_names():
+    """Each name the weights manifest lists is a file that train.py --weight and test_model.py --weight_file take,
+    and loads into the network and channels the manifest gives; every shipped file is listed."""
+    manifest = cli.weights_manifest()
+    assert set(cli.shipped_weights()) == set(manifest) and manifest
+    assert {path.name for path in cli.SHIPPED_WEIGHTS_DIR.glob("*.weights.h5")} == {e["file"] for e in manifest.values()}
+    for name, entry in manifest.items():
+        assert cli.weight_file(name) == cli.SHIPPED_WEIGHTS_DIR / entry["file"]
+        models.load_weights(models.get_model(entry["model"], entry["channels"]), cli.weight_file(name))
 
 
 def shipped_inference_network(name):
@@ -84,10 +87,12 @@ def shipped_inference_network(name):
 @pytest.mark.parametrize("name", sorted(set(cli.shipped_weights()) - {"gaussian"}))
 def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     """Regression test: test_model.py's triptych path (its noise spec, seed 0, crop to 16) still gives the figure
-    result/README.md reports, within 0.05 dB, scored by the project's PSNR and, independently, by scikit-image's."""
+    the weights manifest reports, within 0.05 dB, scored by the project's PSNR and, independently, by
+    scikit-image's."""
     folder = require(DATASETS / "Set5")
     model = shipped_inference_network(name)
-    noise_spec, reported = shipped_weights_table()[name]
+    score = shipped_score(name, "Set5")
+    noise_spec, reported = score["test_noise_model"], score["psnr"]
     noise, rng = get_noise_model(noise_spec), np.random.default_rng(0)
     args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, self_ensemble=False,
                               clean_dir=None)
@@ -99,19 +104,6 @@ def test_regression_shipped_weights_reproduce_their_reported_set5_psnr(name):
     assert abs(np.mean(ours) - reported) <= 0.05 and abs(np.mean(independent) - reported) <= 0.05, (ours, independent)
 
 
-def real_photo_report(name):
-    """benchmarks/real_photos.py's line for shipped weights `name` in result/real_photos.jsonl (PolyU-Canon5D2)."""
-    lines = [json.loads(line) for line in (REPO / "result" / "real_photos.jsonl").read_text().splitlines() if line]
-    return next((line for line in lines if line["method"].removesuffix(".weights.h5") == name), None)
-
-
-def test_the_camera_weights_have_a_reported_real_photo_psnr():
-    """The reported mean is the mean of the 29 reported per-photo PSNRs (rounded to 0.01 dB each)."""
-    report = real_photo_report("camera")
-    assert "camera" in cli.shipped_weights() and report is not None
-    assert len(report["per_image_psnr"]) == 29 and abs(np.mean(report["per_image_psnr"]) - report["psnr"]) < 0.01
-
-
 # Every 7th PolyU-Canon5D2 photo (sorted by name): smooth and textured scenes, ISO 3200 and 6400; all 29 take
 # several minutes on a 2-core CPU, and the test above ties the reported mean to the per-photo figures.
 REAL_PHOTO_SAMPLE = slice(0, None, 7)
@@ -119,8 +111,8 @@ REAL_PHOTO_SAMPLE = slice(0, None, 7)
 
 def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name="camera"):
     """Regression test: test_model.py --test_noise_model clean --clean_dir with the shipped camera weights on
-    real noisy photos of PolyU-Canon5D2 gives the per-photo PSNRs result/real_photos.jsonl reports, within
-    0.05 dB (the project's PSNR and, independently, scikit-image's)."""
+    real noisy photos of PolyU-Canon5D2 gives the per-photo PSNRs the weights manifest reports, within 0.05 dB
+    (the project's PSNR and, independently, scikit-image's); the reported mean is the mean of those 29."""
     folder = require(DATASETS / "PolyU-Canon5D2")
     model = shipped_inference_network(name)
     args = argparse.Namespace(tile=0, tile_overlap=inference.TILE_OVERLAP, pixel_shuffle=1, self_ensemble=False,
@@ -128,7 +120,9 @@ def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name
     noise, rng = get_noise_model("clean"), np.random.default_rng(0)
     paths = images.list_images(folder / "noisy")
     assert len(paths) == 29
-    reported = real_photo_report(name)["per_image_psnr"][REAL_PHOTO_SAMPLE]
+    score = shipped_score(name, "PolyU-Canon5D2")
+    assert len(score["per_image_psnr"]) == 29 and abs(np.mean(score["per_image_psnr"]) - score["psnr"]) < 0.01
+    reported = score["per_image_psnr"][REAL_PHOTO_SAMPLE]
     for path, expected in zip(paths[REAL_PHOTO_SAMPLE], reported, strict=True):
         clean, _, denoised, _ = test_model.triptych_result(model, path, noise, rng, args)
         ours = test_model.image_scores(clean, denoised)[0]
@@ -138,10 +132,10 @@ def test_regression_camera_weights_reproduce_their_reported_real_photo_psnr(name
 
 def test_pixel_shuffle_splits_into_every_stride_th_pixel_and_reassembles_exactly():
     batch = np.random.default_rng(0).uniform(0, 255, (2, 12, 9, 3)).astype(np.float32)
-    sub_images = inference.pixel_unshuffle(batch, 3)
+    sub_images = pixel_shuffle.pixel_unshuffle(batch, 3)
     assert sub_images.shape == (9, 2, 4, 3, 3)
     np.testing.assert_array_equal(sub_images[5], batch[:, 1::3, 2::3])  # index i * stride + j: offset (i, j)
-    np.testing.assert_array_equal(inference.pixel_shuffle(sub_images, 3), batch)
+    np.testing.assert_array_equal(pixel_shuffle.pixel_shuffle(sub_images, 3), batch)
 
 
 def test_pixel_shuffled_denoising_denoises_each_sub_image_and_keeps_the_size(gaussian_model):

@@ -8,7 +8,10 @@ import pytest  # noqa: E402
 
 import callbacks  # noqa: E402
 import inference  # noqa: E402
+import inference_graph  # noqa: E402
+import mixed_precision  # noqa: E402
 import model as models  # noqa: E402
+import neighbor2neighbor  # noqa: E402
 from plot_history import load_history  # noqa: E402
 
 
@@ -28,9 +31,15 @@ def test_parameter_counts_match_the_original(name, params):
     assert models.get_model(name).count_params() == params
 
 
+def small_network(name, channels=3):
+    """The network `name` at its full depth, with few filters where the test needs no trained size (the UNet's
+    31 M weights take JAX 20 s to initialise)."""
+    return models.get_unet_model(channels, start_filters=4) if name == "unet" else models.get_model(name, channels)
+
+
 @pytest.mark.parametrize("name, shape", [("srresnet", (1, 24, 40, 3)), ("unet", (1, 32, 48, 3))])
 def test_models_are_fully_convolutional(name, shape):
-    output = models.get_model(name).predict(np.zeros(shape, np.float32), verbose=0)
+    output = small_network(name).predict(np.zeros(shape, np.float32), verbose=0)
     assert output.shape == shape
 
 
@@ -92,19 +101,47 @@ def tiny_model():
     return keras.Model(inputs, outputs)
 
 
+class TraceCounter(keras.callbacks.Callback):
+    """How many times `model.train_step` has run as Python at the end of every epoch (`per_epoch`): once per trace
+    where the step is compiled (TensorFlow, JAX), so a count that stays the same compiled the step once."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.calls, self.per_epoch = 0, []
+        train_step = model.train_step
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return train_step(*args, **kwargs)
+
+        model.train_step = counted
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.per_epoch.append(self.calls)
+
+    def traced_once(self):
+        """True where the count did not grow after the first epoch (always on PyTorch, which compiles nothing)."""
+        return keras.backend.backend() == "torch" or self.per_epoch == [self.per_epoch[0]] * len(self.per_epoch)
+
+
 def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
     """fit() with the suite's callbacks: the loss of epoch e is 2 ** gamma(e) (prediction 0, target 2),
     the learning rate follows the schedule, history.npz holds every epoch, the best checkpoint exists."""
     nb_epochs, lr = 4, 1e-30  # a negligible step keeps the prediction at 0
     model, l0_loss = tiny_model(), models.L0Loss()
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=l0_loss, metrics=[models.psnr_metric()])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=l0_loss,
+                  metrics=[models.psnr_metric(), l0_loss.gamma_metric])
     x, y = np.ones((4, 8, 8, 3), np.float32), np.full((4, 8, 8, 3), 2.0, np.float32)
     # Validation images of two sizes, as a real folder has.
     validation = [(np.ones((1, 16, 32, 3), np.float32), np.full((1, 16, 32, 3), 2.0, np.float32)),
                   (np.ones((1, 48, 16, 3), np.float32), np.full((1, 48, 16, 3), 2.0, np.float32))]
-    model.fit(x, y, batch_size=4, epochs=nb_epochs, verbose=0,
-              callbacks=callbacks.training_callbacks(tmp_path, validation, nb_epochs, lr, l0_loss))  # l0 -> annealing
+    traces = TraceCounter(model)
+    run_callbacks = callbacks.training_callbacks(tmp_path, callbacks.ImageValidation(validation, l0_loss), l0_loss,
+                                                 nb_epochs=nb_epochs, lr=lr, seed=0)  # l0 -> annealing
+    model.fit(x, y, batch_size=4, epochs=nb_epochs, verbose=0, callbacks=[*run_callbacks, traces])
+    assert traces.traced_once(), traces.per_epoch  # the compiled step read each epoch's gamma
     history = load_history(tmp_path)
+    np.testing.assert_allclose(history["l0_gamma"], [models.l0_gamma(e, nb_epochs) for e in range(nb_epochs)])
     expected_loss = [2.0 ** models.l0_gamma(e, nb_epochs) for e in range(nb_epochs)]
     np.testing.assert_allclose(history["loss"], expected_loss, rtol=1e-4)
     np.testing.assert_allclose(history["val_loss"], expected_loss, rtol=1e-4)
@@ -124,7 +161,9 @@ def test_training_applies_annealed_gamma_schedule_and_writes_history(tmp_path):
 def test_no_callback_makes_the_training_loop_wait_for_every_step(tmp_path):
     """Keras runs batch hooks on a helper thread (JAX, torch) only if every callback is async-safe or has none;
     otherwise it reads the loss back after every step and the accelerator idles while the host works."""
-    run_callbacks = callbacks.training_callbacks(tmp_path, [], 4, 0.001, models.L0Loss(), progress_lines=10)
+    loss = models.L0Loss()
+    run_callbacks = callbacks.training_callbacks(tmp_path, callbacks.ImageValidation([], loss), loss, nb_epochs=4,
+                                                 lr=0.001, seed=0, progress_lines=10)
     assert isinstance(run_callbacks[-1], callbacks.ProgressLines)
     hooks = ("on_batch_end", "on_train_batch_end")
     blocking = [type(c).__name__ for c in run_callbacks if not getattr(c, "async_safe", False)
@@ -176,7 +215,7 @@ def test_weights_round_trip_in_keras3_format(tmp_path):
 @pytest.mark.parametrize("name, channels", [("srresnet", 1), ("srresnet", 3), ("unet", 1)])
 def test_channels_are_read_off_the_weight_file(tmp_path, name, channels):
     path = tmp_path / "w.weights.h5"
-    models.get_model(name, channels).save_weights(path)
+    small_network(name, channels).save_weights(path)
     assert models.channels_of_weights(path) == channels
 
 
@@ -218,27 +257,27 @@ def test_the_inference_network_computes_what_the_network_does():
                                rng.uniform(0.5, 2, 64)])
         if isinstance(layer, keras.layers.PReLU):
             layer.set_weights([rng.uniform(-0.5, 1.5, (1, 1, 64))])
-    fast = models.inference_network(network)
+    fast = inference_graph.inference_network(network)
     kinds = [layer.__class__.__name__ for layer in fast.layers]
     assert "BatchNormalization" not in kinds and kinds.count("PReLU") == 1 and kinds.count("_MaxPReLU") == 16
     image = rng.uniform(0, 255, (1, 40, 56, 3)).astype(np.float32)
     expected = np.asarray(network.predict_on_batch(image))
     np.testing.assert_allclose(fast.predict_on_batch(image), expected, atol=1e-4 * np.abs(expected).max())
-    unet = models.get_model("unet")
-    assert models.inference_network(unet) is unet
+    unet = small_network("unet")
+    assert inference_graph.inference_network(unet) is unet
 
 
 @pytest.fixture
-def mixed_precision():
+def mixed_policy():
     """Mixed precision for the models built inside the test, float32 again afterwards."""
-    policy = models.use_mixed_precision()
+    policy = mixed_precision.use_mixed_precision()
     yield policy
     keras.config.set_dtype_policy("float32")
 
 
-def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mixed_precision):
+def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mixed_policy):
     model = models.get_model("srresnet")
-    assert mixed_precision == "mixed_bfloat16"  # no GPU older than Ampere here
+    assert mixed_policy == "mixed_bfloat16"  # no GPU older than Ampere here
     assert model.layers[1].compute_dtype == "bfloat16" and all(w.dtype == "float32" for w in model.weights)
     model.compile(optimizer="adam", loss="mse", metrics=[models.psnr_metric()])
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
@@ -248,13 +287,24 @@ def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output(mi
 
 @pytest.mark.parametrize("flags, emulated", [("fpu sse2 avx avx2 fma", True), ("avx2 avx512f avx512_bf16", False),
                                              ("avx2 avx512f", False), (None, False)])
-def test_mixed_precision_warns_only_on_cpus_that_emulate_bfloat16(tmp_path, flags, emulated):
-    """An AVX2-only x86 CPU emulates bfloat16 (train.py warns); with AVX-512, or where /proc/cpuinfo has no
-    flags (another platform), no warning."""
+def test_mixed_precision_warns_only_on_cpus_that_emulate_bfloat16(tmp_path, flags, emulated, monkeypatch, capsys):
+    """An AVX2-only x86 CPU emulates bfloat16: --mixed_precision (start_mixed_precision, as train.py and
+    test_model.py start it) says so on stderr; with AVX-512, or where /proc/cpuinfo has no flags (another
+    platform), or with a GPU, no warning."""
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\n" + (f"flags\t\t: {flags}\n" if flags else "Features\t: neon\n"))
-    assert models.cpu_emulates_bfloat16(cpuinfo) is emulated
-    assert models.cpu_emulates_bfloat16(tmp_path / "missing") is False
+    monkeypatch.setattr(mixed_precision, "gpu_compute_capability", lambda: None)
+    try:
+        mixed_precision.start_mixed_precision("training", cpuinfo=cpuinfo)
+        warned = capsys.readouterr().err
+        monkeypatch.setattr(mixed_precision, "gpu_compute_capability", lambda: (9, 0))
+        mixed_precision.start_mixed_precision("training", cpuinfo=cpuinfo)
+        on_gpu = capsys.readouterr().err
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert ("warning: --mixed_precision: this CPU has no AVX-512" in warned) is emulated, warned
+    assert "training is several times slower" in warned if emulated else warned == "", warned
+    assert on_gpu == "" and mixed_precision.cpu_emulates_bfloat16(tmp_path / "missing") is False
 
 
 def noisy_pairs(sizes, seed=0):
@@ -275,7 +325,7 @@ def expected_validation(model, pairs, loss):
             for key, metric in (("val_loss", loss_function), ("val_PSNR", models.psnr), ("val_SSIM", models.ssim))}
 
 
-def test_image_validation_scores_each_image_as_loss_psnr_and_ssim_do(mixed_precision):
+def test_image_validation_scores_each_image_as_loss_psnr_and_ssim_do(mixed_policy):
     """The compiled scorer (float32 even under mixed precision) gives each image's PSNR and SSIM, and
     ImageValidation (one compiled program per image: prediction, crop, loss, PSNR, SSIM) averages the loss,
     the PSNR and the SSIM over images of different sizes, for copies of a pair as for one."""
@@ -355,15 +405,15 @@ def neighbor_batch(seed=0, size=16):
 
     rng = np.random.default_rng(seed)
     noisy = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
-    pairs = generator.draw_neighbor_pairs(rng, 2, size // 2, size // 2)
-    return noisy, pairs, generator.neighbor_sub_images(noisy, pairs)[1]
+    pairs = neighbor2neighbor.draw_pairs(rng, 2, size // 2, size // 2)
+    return noisy, pairs, neighbor2neighbor.sub_images(noisy, pairs)[1]
 
 
 def test_neighbor_subsample_layer_matches_the_numpy_sub_sampler():
     import generator
 
     noisy, pairs, _ = neighbor_batch()
-    for got, expected in zip(models.NeighborSubsample()(noisy, pairs), generator.neighbor_sub_images(noisy, pairs)):
+    for got, expected in zip(neighbor2neighbor.Subsample()(noisy, pairs), neighbor2neighbor.sub_images(noisy, pairs)):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
 
 
@@ -372,13 +422,13 @@ def test_neighbor_loss_is_the_papers_formula():
     [f(g1 y), g1 f(y) - g2 f(y)] and the target g2 y."""
     noisy, pairs, target = neighbor_batch()
     network = random_denoiser(1)
-    output = keras.ops.convert_to_numpy(models.neighbor2neighbor_model(network)([noisy, pairs]))
+    output = keras.ops.convert_to_numpy(neighbor2neighbor.training_model(network)([noisy, pairs]))
     import generator
 
-    whole = generator.neighbor_sub_images(keras.ops.convert_to_numpy(network(noisy)), pairs)
-    denoised_first = keras.ops.convert_to_numpy(network(generator.neighbor_sub_images(noisy, pairs)[0]))
+    whole = neighbor2neighbor.sub_images(keras.ops.convert_to_numpy(network(noisy)), pairs)
+    denoised_first = keras.ops.convert_to_numpy(network(neighbor2neighbor.sub_images(noisy, pairs)[0]))
     np.testing.assert_allclose(output, np.concatenate([denoised_first, whole[0] - whole[1]], -1), rtol=1e-4, atol=1e-3)
-    loss = models.NeighborLoss(gamma=1.5)
+    loss = neighbor2neighbor.NeighborLoss(gamma=1.5)
     difference = denoised_first - target
     expected = np.mean(difference**2) + 1.5 * np.mean((difference - (whole[0] - whole[1])) ** 2)
     np.testing.assert_allclose(float(keras.ops.convert_to_numpy(loss(target, output))), expected, rtol=1e-4)
@@ -391,15 +441,15 @@ def test_neighbor2neighbor_gradient_flows_through_f_of_g1_only():
     noisy, pairs, target = neighbor_batch()
     trained, reference = random_denoiser(2), random_denoiser(2)
     initial = [np.array(w) for w in trained.get_weights()]
-    consistency = keras.ops.convert_to_numpy(models.neighbor2neighbor_model(trained)([noisy, pairs]))[..., 3:]
+    consistency = keras.ops.convert_to_numpy(neighbor2neighbor.training_model(trained)([noisy, pairs]))[..., 3:]
 
-    wrapper = models.neighbor2neighbor_model(trained)
+    wrapper = neighbor2neighbor.training_model(trained)
     constant = keras.Input((None, None, 3))
     noisy_in, pairs_in = keras.Input((None, None, 3)), keras.Input((None, None, 8))
-    first, _ = models.NeighborSubsample()(noisy_in, pairs_in)
+    first, _ = neighbor2neighbor.Subsample()(noisy_in, pairs_in)
     fixed = keras.Model([noisy_in, pairs_in, constant], keras.layers.Concatenate()([reference(first), constant]))
     for model, inputs in ((wrapper, [noisy, pairs]), (fixed, [noisy, pairs, consistency])):
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-6), loss=models.NeighborLoss(gamma=2.0))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-6), loss=neighbor2neighbor.NeighborLoss(gamma=2.0))
         model.train_on_batch(inputs, target)
     for got, expected, before in zip(trained.get_weights(), reference.get_weights(), initial):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
@@ -410,18 +460,21 @@ def test_neighbor_gamma_rises_to_its_maximum_and_a_resumed_run_continues_it(tmp_
     """gamma is gamma_max * (epoch + 1) / epochs (the authors' linear ramp); training_callbacks set it at every
     epoch's start from the epoch's real index, so a run resumed at epoch 3 of 4 carries on at 1.5, not 0.5. The
     denoiser inside the training model is what is validated and saved."""
-    assert [models.neighbor_gamma(e, 4, 2.0) for e in range(4)] == [0.5, 1.0, 1.5, 2.0]
+    assert [neighbor2neighbor.gamma_at(e, 4, 2.0) for e in range(4)] == [0.5, 1.0, 1.5, 2.0]
     noisy, pairs, target = neighbor_batch()
     network = random_denoiser(3)
-    model, loss = models.neighbor2neighbor_model(network), models.NeighborLoss()
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-9), loss=loss)
+    model, loss = neighbor2neighbor.training_model(network), neighbor2neighbor.NeighborLoss()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-9), loss=loss, metrics=[loss.gamma_metric])
+    traces = TraceCounter(model)
     seen = []
     probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(
         float(keras.ops.convert_to_numpy(loss.gamma))))
     validation = [(noisy[:1], noisy[:1])]
-    run = callbacks.training_callbacks(tmp_path, validation, 4, 1e-9, loss, network=network, neighbor_gamma_max=3.0)
-    model.fit([noisy, pairs], target, batch_size=2, epochs=4, initial_epoch=2, verbose=0, callbacks=[*run, probe])
-    assert seen == [2.25, 3.0]
+    run = callbacks.training_callbacks(tmp_path, callbacks.ImageValidation(validation, "mse", network=network), loss,
+                                       nb_epochs=4, lr=1e-9, seed=0, network=network, neighbor_gamma_max=3.0)
+    model.fit([noisy, pairs], target, batch_size=2, epochs=4, initial_epoch=2, verbose=0, callbacks=[*run, probe, traces])
+    assert seen == [2.25, 3.0] and load_history(tmp_path)["neighbor_gamma"] == [2.25, 3.0]
+    assert traces.traced_once(), traces.per_epoch  # one compiled step for both epochs
     (checkpoint,) = tmp_path.glob("weights.003-*.weights.h5")
     restored = random_denoiser(4)
     models.load_weights(restored, checkpoint)  # the denoiser's weights, loadable into the denoiser alone

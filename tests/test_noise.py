@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+import camera_noise
 from conftest import assert_one_line_error, run_script, synthetic_photo
 import noise_model
 from noise_model import get_noise_model, parse_noise_spec
@@ -65,6 +66,18 @@ def test_zero_mean_gaussian_is_unclipped_float_with_the_image_as_mean():
     assert exact.dtype == np.float32 and exact.min() < 0 and not np.array_equal(exact, np.rint(exact))
     assert clipped.mean() - 10 > 5  # the bias zero_mean removes
     assert abs(exact.mean() - 10) < 0.2 and abs(exact.std() - 25) < 0.3
+
+
+def test_zero_mean_noise_must_come_last_where_a_later_stage_needs_0_255_pixels(photo):
+    """Zero-mean gaussian or poisson output is unclipped float: a later camera, jpeg, grain, ... stage would take
+    arcsin of values outside 0-1 or re-clip them, so such a spec is refused; additive stages last are fine."""
+    for spec in ("gaussian,0,25+camera,20,60", "gaussian,0,25+jpeg,85,95", "poisson,5,50+grain,1,3"):
+        with pytest.raises(ValueError, match="takes 0-255 pixels after"):
+            get_noise_model(spec, zero_mean=True)
+        assert get_noise_model(spec)(photo, np.random.default_rng(0)).dtype == np.uint8  # fine without zero_mean
+    for spec in ("camera,20,60+gaussian,0,25", "gaussian,0,25+poisson,5,50", "jpeg,85,95+gaussian,3,3+clean"):
+        noisy = get_noise_model(spec, zero_mean=True)(photo, np.random.default_rng(0))
+        assert noisy.dtype == np.float32 and np.isfinite(noisy).all(), spec
 
 
 @pytest.mark.parametrize("spec", ["text,0,50", "impulse,0,50", "clean"])
@@ -298,14 +311,36 @@ def test_camera_noise_is_correlated_between_neighbours_and_grows_with_the_level(
     assert variances[0] < variances[1] < variances[2] and variances[2] > 10 * variances[0], variances
 
 
-def test_camera_noise_keeps_the_colours_and_the_level_maps_log_uniformly_onto_the_shot_noise():
-    """Unprocessing and processing back are inverse: at the lowest level a photo keeps its colours (mean error
-    under 3 grey levels), and the shot-noise factor runs log-uniformly from 1e-4 (level 0) to 0.012 (level 100)."""
+def test_camera_noise_keeps_the_mean_colour_and_the_level_maps_log_uniformly_onto_the_shot_noise():
+    """At the lowest level a photo keeps its mean colour (within 3 grey levels: only noise is added), and the
+    shot-noise factor runs log-uniformly from 1e-4 (level 0) to 0.012 (level 100)."""
     photo = synthetic_photo(np.random.default_rng(4), 64, 80)
     noisy = get_noise_model("camera,0,0")(photo, np.random.default_rng(0))
     assert np.abs(noisy.astype(float).mean(axis=(0, 1)) - photo.mean(axis=(0, 1))).max() < 3
-    np.testing.assert_allclose([noise_model.camera_shot_noise(level) for level in (0, 50, 100)],
+    np.testing.assert_allclose([camera_noise.camera_shot_noise(level) for level in (0, 50, 100)],
                                [1e-4, np.sqrt(1e-4 * 0.012), 0.012], rtol=1e-9)
+
+
+def test_processing_the_raw_back_inverts_the_unprocessing():
+    """sRGB -> raw (inverse tone curve, gamma, colour matrix, white balance) and back gives the same colours, for
+    many random cameras' settings (below the highlights, where the white balance fades out on purpose)."""
+    rng = np.random.default_rng(8)
+    rgb = rng.uniform(0.02, 0.8, (16, 16, 3))
+    for _ in range(5):
+        matrix, gains, _, _ = camera_noise._camera_settings(rng, 50)
+        back = camera_noise._from_raw(camera_noise._to_raw(rgb, matrix, gains), matrix, gains)
+        np.testing.assert_allclose(back, rgb, atol=1e-6)
+
+
+def test_the_mosaic_puts_each_colour_where_the_demosaicking_reads_it():
+    """A flat colour mosaicked (RGGB) and developed as the camera develops it comes back that colour: the mosaic
+    and OpenCV's demosaicking agree on where red, green and blue are (a red/blue swap turns orange into blue)."""
+    rng = np.random.default_rng(9)
+    matrix, gains, _, _ = camera_noise._camera_settings(rng, 50)
+    camera = np.broadcast_to(np.array([0.30, 0.20, 0.08]), (12, 12, 3))  # raw camera RGB, distinct channels
+    developed = camera_noise._developed(camera_noise._mosaic(camera), matrix, gains)
+    expected = camera_noise._from_raw(camera, matrix, gains)
+    np.testing.assert_allclose(developed[2:-2, 2:-2], expected[2:-2, 2:-2], atol=2e-4)  # (16-bit raw rounding)
 
 
 def test_jpeg_noise_changes_the_image_in_8x8_blocks_at_the_drawn_quality():

@@ -3,6 +3,7 @@ the uninterrupted run would, on TensorFlow and on JAX (the GPU recipe's backend,
 generator's batches to the epochs differently)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from test_networks import original_schedule
 cli.import_keras_quietly()
 import callbacks  # noqa: E402
 import model as models  # noqa: E402
+import resume  # noqa: E402
 from plot_history import load_history  # noqa: E402
 
 EPOCHS, LR = 4, 0.001
@@ -32,7 +34,7 @@ def train_args(image_folder, output, val_folder=None):
 
 def completed_epochs(output):
     """The epochs the backup of `output` has completed (0 without one)."""
-    state = callbacks.read_backup(output)
+    state = resume.read_backup(output)
     return state["epoch"] if state else 0
 
 
@@ -106,6 +108,21 @@ def test_resume_without_an_interrupted_run_says_so(image_folder, tmp_path):
     assert_one_line_error(result, "--resume", "no interrupted run")
 
 
+def test_a_run_without_a_seed_resumes_with_the_seed_it_drew(image_folder, tmp_path):
+    """Without --seed a run draws one, says so and records it in its backup; --resume goes on with that seed (the
+    run's patch stream, not a new one), and a new run draws another."""
+    unseeded = [str(arg) for arg in train_args(image_folder, tmp_path / "run")]
+    del unseeded[unseeded.index("--seed"):unseeded.index("--seed") + 2]
+    first = run_main("train", *unseeded, "--nb_epochs", 1)
+    assert first.returncode == 0, first.stderr[-2000:]
+    drawn = int(re.search(r"seed (\d+) \(drawn: --seed \d+ repeats the run\)", first.stdout).group(1))
+    assert resume.read_backup(tmp_path / "run")["seed"] == drawn
+    resumed = run_main("train", *unseeded, "--nb_epochs", 2, "--resume")
+    assert resumed.returncode == 0 and f"seed {drawn} (drawn" in resumed.stdout, resumed.stderr[-2000:]
+    other = run_main("train", *unseeded, "--nb_epochs", 1, "--output_path", tmp_path / "other")
+    assert f"seed {drawn} " not in other.stdout
+
+
 @pytest.fixture
 def interrupted_run(tmp_path):
     """An output folder as a run killed after its first epoch leaves it: a backup of a colour SRResNet."""
@@ -116,15 +133,15 @@ def interrupted_run(tmp_path):
 
 def write_backup(output, flags):
     """The backup a run of `flags` leaves after its first epoch: an untrained colour SRResNet's weights."""
-    backup = output / callbacks.BACKUP_FOLDER
+    backup = output / resume.BACKUP_FOLDER
     backup.mkdir(parents=True)
     models.get_model("srresnet").save_weights(backup / "epoch_001.weights.h5")
     state = {"epoch": 1, "weights": "epoch_001.weights.h5", "flags": flags, "history": {}}
-    (backup / callbacks.STATE_FILE).write_text(json.dumps(state))
+    (backup / resume.STATE_FILE).write_text(json.dumps(state))
 
 
 def backup_files(output):
-    return {path.name: path.read_bytes() for path in (output / callbacks.BACKUP_FOLDER).iterdir()}
+    return {path.name: path.read_bytes() for path in (output / resume.BACKUP_FOLDER).iterdir()}
 
 
 def test_a_run_that_fails_to_start_keeps_the_backup_of_the_interrupted_run(image_folder, interrupted_run, tmp_path):
@@ -150,7 +167,7 @@ def test_resume_with_another_network_says_which_flags_in_one_line(flags, needles
 
 
 def test_resume_of_a_damaged_backup_says_so_in_one_line(image_folder, interrupted_run):
-    (interrupted_run / callbacks.BACKUP_FOLDER / callbacks.STATE_FILE).write_text("")  # damaged outside training
+    (interrupted_run / resume.BACKUP_FOLDER / resume.STATE_FILE).write_text("")  # damaged outside training
     result = run_main("train", *train_args(image_folder, interrupted_run), "--resume")
     assert_one_line_error(result, "--resume", "state.json is damaged")
 
@@ -164,13 +181,15 @@ def test_resume_warns_of_flags_other_than_the_runs(image_folder, tmp_path, recwa
     write_backup(tmp_path / "run", train_script.run_flags(started))
     resumed = train_script.get_args(list(map(str, train_args(image_folder, tmp_path / "run")))
                                     + ["--resume", "--nb_epochs", "9", "--zero_mean_targets"])
-    train_script.announce_resume(resumed, callbacks.read_backup(tmp_path / "run"))
+    resume.announce(resumed.output_path, resumed.nb_epochs, train_script.run_flags(resumed),
+                    resume.read_backup(tmp_path / "run"))
     [warning] = [str(record.message) for record in recwarn if "--resume" in str(record.message)]
     assert f"--nb_epochs 9 (the run: --nb_epochs {EPOCHS})" in warning, warning
     assert "--zero_mean_targets (the run: no --zero_mean_targets)" in warning and "--lr" not in warning
     # A resumed run's backups record its own flags: the next --resume compares with those.
     recwarn.clear()
-    train_script.announce_resume(resumed, {"epoch": 1, "flags": train_script.run_flags(resumed)})
+    resume.announce(resumed.output_path, resumed.nb_epochs, train_script.run_flags(resumed),
+                    {"epoch": 1, "flags": train_script.run_flags(resumed)})
     assert not [str(record.message) for record in recwarn if "--resume" in str(record.message)]
 
 
