@@ -15,7 +15,7 @@ import numpy as np
 import neighbor2neighbor
 import resume
 from atomic_write import write_atomically
-from inference import reflect_padded
+from inference import predict_padded, reflect_padded
 from model import ImageScores, L0Loss, l0_gamma, learning_rate_at
 
 def save_history(path, history):
@@ -64,6 +64,24 @@ class ImageValidation(keras.callbacks.Callback):
             self.scores = validation_model(self.network or self.model, self.loss, self.inputs[0][1].shape[-1])
         per_image = [np.asarray(self.scores.predict_on_batch(inputs), np.float64)[0] for inputs in self.inputs]
         logs.update(zip(("val_loss", "val_PSNR", "val_SSIM"), map(float, np.mean(per_image, axis=0))))
+
+
+class PairValidation(keras.callbacks.Callback):
+    """val_loss where the validation images have no clean versions: the mean squared error of the network's output
+    for the first image of each (1, H, W, C) pair against the second, another noisy shot of the scene (or, for
+    Neighbor2Neighbor, the other sub-image of a noisy photo). Where the two noises are independent and zero-mean,
+    the clean image minimises its expectation, so the best checkpoint is the one of the lowest."""
+
+    monitor = ("val_loss", "min")  # what the best checkpoint is chosen by (training_callbacks)
+
+    def __init__(self, pairs, network):
+        super().__init__()
+        self.pairs = pairs
+        self.network = network
+
+    def on_epoch_end(self, epoch, logs=None):
+        errors = [np.mean(np.square(predict_padded(self.network, first) - second)) for first, second in self.pairs]
+        logs["val_loss"] = float(np.mean(errors))
 
 
 class AnnealLossGamma(keras.callbacks.Callback):

@@ -146,6 +146,11 @@ def existing_dir(text):
     return text
 
 
+def same_folder(first, second):
+    """True where two folder paths name the same folder (links resolved); False where either is None."""
+    return first is not None and second is not None and Path(first).resolve() == Path(second).resolve()
+
+
 def existing_file(text):
     """argparse type: a file that exists."""
     if not Path(text).is_file():
@@ -172,6 +177,17 @@ def shipped_weights():
     """{short name: path} of the shipped weights the manifest lists and whose file is there, by name."""
     files = {name: SHIPPED_WEIGHTS_DIR / entry["file"] for name, entry in sorted(weights_manifest().items())}
     return {name: path for name, path in files.items() if path.is_file()}
+
+
+def shipped_family(path):
+    """{strength: path} of the shipped weights of one family (the manifest's "family" and "strength": the same
+    network trained at several noise strengths) that the weight file `path` belongs to; {} where it is not
+    shipped or has no family."""
+    manifest, files = weights_manifest(), shipped_weights()
+    name = next((name for name, file in files.items() if Path(path).resolve() == file.resolve()), None)
+    family = manifest.get(name, {}).get("family")
+    return {float(entry["strength"]): files[other] for other, entry in manifest.items()
+            if family and entry.get("family") == family and other in files}
 
 
 def shipped_weights_help():

@@ -23,7 +23,8 @@ import numpy as np
 
 import neighbor2neighbor
 import pixel_shuffle
-from images import SIZE_MULTIPLE, crop_to_multiple, read_image, to_channels
+from images import SIZE_MULTIPLE, crop_to_multiple, read_image, read_image_file, to_channels
+from noise_model import noise_at_full_depth
 
 
 # Natural photos that scikit-image ships inside its package, used when no
@@ -52,14 +53,20 @@ class ImageOnDisk:
     """A training image past the cache cap: its shape is known, and its pixels are decoded again from the file
     for every patch taken from it (as the original did for every image), so memory stays bounded.
 
-    Indexing returns the pixels of the decoded image (HxWxC uint8), like the arrays it stands in for.
+    Indexing returns the pixels of the decoded image (HxWxC, `dtype`: uint8, or uint16 for a shot of a 16-bit
+    pair), like the arrays it stands in for.
     """
 
-    def __init__(self, path, shape, channels):
-        self.path, self.shape, self.channels = path, shape, channels
+    def __init__(self, path, shape, channels, dtype=np.uint8):
+        self.path, self.shape, self.channels, self.dtype = path, shape, channels, np.dtype(dtype)
 
     def __getitem__(self, key):
-        image = read_image(self.path)
+        if self.dtype == np.uint8:
+            image = read_image(self.path)
+        else:
+            image_file = read_image_file(self.path)
+            image = None if image_file is None else image_file.pixels
+            image = image if image is None or image.dtype == np.uint16 else image.astype(np.uint16) * 257
         if image is None:
             raise OSError(f"{self.path} could not be read again during training")
         return to_channels(image, self.channels)[key]
@@ -116,28 +123,53 @@ def load_images(paths, min_size=1, what="image", channels=3, cache_bytes=None):
     return images
 
 
-def random_patch(images, image_size, rng):
-    """A random image_size x image_size crop (uint8; a view, or a copy from an ImageOnDisk) of a random image."""
-    image = images[rng.integers(len(images))]
-    height, width = image.shape[:2]
+def two_shots(rng, count, symmetric=True):
+    """(source, target) indices into a group of `count` images: (0, 0) for one image (its noise is drawn twice);
+    for more, any ordered pair of two different shots, each equally likely (symmetric), or (0, 1): a noisy image
+    and its clean version, in that order."""
+    if count == 1:
+        return 0, 0
+    if not symmetric:
+        return 0, 1
+    first = int(rng.integers(count))
+    return first, (first + 1 + int(rng.integers(count - 1))) % count
+
+
+def random_patches(groups, image_size, rng, symmetric=True):
+    """(source crop, target crop): the same random image_size x image_size window of two shots (two_shots) of a
+    random group (a tuple of images of one size: one photo, a pair or a burst); views, or copies from an
+    ImageOnDisk, uint8 or uint16."""
+    group = groups[rng.integers(len(groups))]
+    source, target = two_shots(rng, len(group), symmetric)
+    height, width = group[0].shape[:2]
     top = rng.integers(height - image_size + 1)
     left = rng.integers(width - image_size + 1)
-    return image[top:top + image_size, left:left + image_size]
+    window = (slice(top, top + image_size), slice(left, left + image_size))
+    return group[source][window], group[target][window]
 
 
-def make_batch(images, source_noise_model, target_noise_model, batch_size, image_size, seed, epoch, index,
-               out=None):
+def noisy(noise_model, patch, rng):
+    """`noise_model` on a patch, float32 0-255: uint16 (a 16-bit shot) at its depth (the noise drawn on its 8-bit
+    rounding, the difference added: noise_model.noise_at_full_depth); uint8 and the rest as the noise takes it."""
+    if patch.dtype == np.uint16:
+        return noise_at_full_depth(noise_model, patch.astype(np.float32) / 257, rng)
+    return noise_model(patch, rng)
+
+
+def make_batch(groups, source_noise_model, target_noise_model, batch_size, image_size, seed, epoch, index,
+               out=None, symmetric=True):
     """Batch `index` of epoch `epoch`: (sources, targets), float32 0-255 (batch_size, image_size, image_size, C),
-    a function of its arguments alone (written into `out` where given). Patches, source noise and target noise
-    come from three streams, so runs that differ only by their targets see the very same inputs."""
+    a function of its arguments alone (written into `out` where given); `groups` and `symmetric` as
+    random_patches'. Patches, source noise and target noise come from three streams, so runs that differ only by
+    their targets see the very same inputs."""
     patch_rng, source_rng, target_rng = (np.random.default_rng(stream) for stream in
                                          np.random.SeedSequence([seed, epoch, index]).spawn(3))
-    shape = (batch_size, image_size, image_size, images[0].shape[2])
+    shape = (batch_size, image_size, image_size, groups[0][0].shape[2])
     sources, targets = out if out is not None else (np.empty(shape, np.float32), np.empty(shape, np.float32))
     for k in range(batch_size):
-        patch = random_patch(images, image_size, patch_rng)
-        sources[k] = source_noise_model(patch, source_rng)
-        targets[k] = target_noise_model(patch, target_rng)
+        source, target = random_patches(groups, image_size, patch_rng, symmetric)
+        sources[k] = noisy(source_noise_model, source, source_rng)
+        targets[k] = noisy(target_noise_model, target, target_rng)
     return sources, targets
 
 
@@ -254,7 +286,9 @@ class BatchProcesses:
 
 
 class NoisyImageGenerator(keras.utils.PyDataset):
-    """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255.
+    """Batches of random (source-noise patch, target-noise patch) pairs, float32 0-255. `images`: photos (HxWxC
+    arrays) on which both noises are drawn, or groups of shots of one scene (tuples: pairs, bursts), of which each
+    patch takes two (random_patches; `symmetric` False: the first shot the source, the second the target).
 
     One epoch is `steps` batches; batch `index` of epoch `e` is drawn from generators seeded by (seed, e, index),
     so runs are reproducible whatever the number or scheduling of workers. With `processes` > 0 the same batches
@@ -264,14 +298,17 @@ class NoisyImageGenerator(keras.utils.PyDataset):
     """
 
     def __init__(self, images, source_noise_model, target_noise_model, batch_size=16, image_size=64,
-                 steps=1000, seed=None, processes=0, neighbor2neighbor=False, pixel_shuffle=1, **pydataset_kwargs):
+                 steps=1000, seed=None, processes=0, neighbor2neighbor=False, pixel_shuffle=1, symmetric=True,
+                 **pydataset_kwargs):
         super().__init__(**pydataset_kwargs)
         crop = image_size * pixel_shuffle  # the patch whose every pixel_shuffle-th pixel makes the training patch
-        self.images = [image for image in images if min(image.shape[:2]) >= crop]
-        if not self.images:
+        groups = [group if isinstance(group, tuple) else (group,) for group in images]
+        self.groups = [group for group in groups if min(group[0].shape[:2]) >= crop]
+        if not self.groups:
             raise NoImagesError(f"no training image is at least {crop}x{crop} pixels")
-        self.batch_args = dict(images=self.images, source_noise_model=source_noise_model,
-                               target_noise_model=target_noise_model, batch_size=batch_size, image_size=crop)
+        self.batch_args = dict(groups=self.groups, source_noise_model=source_noise_model,
+                               target_noise_model=target_noise_model, batch_size=batch_size, image_size=crop,
+                               symmetric=symmetric)
         self.steps = steps
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
         self.epoch = 0
@@ -279,7 +316,7 @@ class NoisyImageGenerator(keras.utils.PyDataset):
         self.pixel_shuffle = pixel_shuffle
         self.processes = None
         if processes:
-            shape = (batch_size, crop, crop, self.images[0].shape[2])
+            shape = (batch_size, crop, crop, self.groups[0][0].shape[2])
             self.processes = BatchProcesses(processes, self.batch_args, shape)
             weakref.finalize(self, self.processes.close)
 

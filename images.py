@@ -3,11 +3,14 @@
 Images in memory are HxWx3 uint8 arrays in OpenCV's BGR order, values 0-255,
 as the original suite used them, so its trained weights work unchanged.
 """
+import errno
 from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+from atomic_write import write_atomically
 
 # Height and width of validation and test images are cropped or padded to a multiple of this (the UNet pools
 # four times by 2); test_model.py's --tile and --tile_overlap are multiples of it.
@@ -97,6 +100,17 @@ def crop_to_multiple(image, multiple=SIZE_MULTIPLE):
     return image[: height - height % multiple, : width - width % multiple]
 
 
+def encode_image(image, suffix, jpeg_quality=95):
+    """An image's file bytes in the format of `suffix` (OpenCV's encoders; JPEG at `jpeg_quality`, 1-100), or None
+    where OpenCV has no encoder for it or cannot encode these pixels."""
+    options = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix.lower() in (".jpg", ".jpeg") else []
+    try:
+        ok, encoded = cv2.imencode(suffix, image, options)
+    except cv2.error:
+        return None
+    return encoded.tobytes() if ok else None
+
+
 def write_image(path, image):
     """Write a uint8 image, creating parent folders; False where it could not be written (no such encoder, a
     file where a folder should be, no permission): the caller names its flag."""
@@ -105,3 +119,14 @@ def write_image(path, image):
     except OSError:
         return False
     return cv2.imwrite(str(path), image)
+
+
+def write_bytes(path, data):
+    """Write a file's bytes whole (atomic_write), creating parent folders; False where it could not be written."""
+    try:
+        write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # cli.run_main's one-line error says what to do
+            raise
+        return False
+    return True

@@ -129,7 +129,9 @@ def predict_images(model, batch, *, tile=0, overlap=TILE_OVERLAP, stride=1, self
     if stride > 1:
         return predict_shuffled(batch, stride, lambda sub_image: predict_images(
             model, sub_image, tile=tile, overlap=overlap, progress=progress))
-    return predict_tiled(model, batch, tile, overlap=overlap, progress=progress) if tile else predict_padded(model, batch)
+    if tile:
+        return predict_tiled(model, batch, tile, overlap=overlap, progress=progress)
+    return predict_padded(model, batch)
 
 
 def denoise(model, image, *, tile=0, overlap=TILE_OVERLAP, stride=1, self_ensemble=False, progress=None):

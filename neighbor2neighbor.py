@@ -3,8 +3,8 @@
 A noisy patch is split into 2x2 cells; in each cell a pair of pixels that are horizontal or vertical neighbours
 (never diagonal) is drawn, its first pixel going to the sub-image g1, its second to g2. The network learns to
 predict g2 from g1, with a consistency term weighted by gamma. Everything of the method lives here: the pair
-draw and the sub-sampler in NumPy (training batches, validation) and as a Keras layer (inside the training
-model), the training model, its loss, the gamma schedule and the validation on noisy images.
+draw and the sub-sampler in NumPy (training batches, validation sub-images) and as a Keras layer (inside the
+training model), the training model, its loss and the gamma schedule.
 
 `pairs` arrays are (batch, H/2, W/2, 8) float32 one-hot: [..., :4] the cell position (top-left, top-right,
 bottom-left, bottom-right) of g1's pixel, [..., 4:] that of g2's. Images are float32 0-255 (batch, H, W, C).
@@ -13,7 +13,6 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from inference import predict_padded
 from model import LossGamma
 
 CELL = 2  # the cells are 2x2 pixels
@@ -49,7 +48,7 @@ def training_batch(sources, rng):
 
 def validation_data(noisy_images, seed=0):
     """[(g1, g2)] of each (1, H, W, C) float32 noisy validation image (H, W even), one draw of pairs from `seed`:
-    the same sub-images every epoch (NoisyValidation)."""
+    the same sub-images every epoch, for callbacks.PairValidation (how well g1 predicts g2)."""
     rng = np.random.default_rng(seed)
     return [sub_images(noisy, draw_pairs(rng, 1, noisy.shape[1] // 2, noisy.shape[2] // 2)) for noisy in noisy_images]
 
@@ -124,21 +123,3 @@ class NeighborLoss(keras.losses.Loss):
 def gamma_at(epoch, nb_epochs, gamma_max):
     """gamma during 0-based `epoch`: rising linearly, gamma_max / nb_epochs in the first, gamma_max in the last."""
     return gamma_max * (epoch + 1) / nb_epochs
-
-
-class NoisyValidation(keras.callbacks.Callback):
-    """val_loss where the validation images are noisy themselves (no PSNR can be computed): the reconstruction
-    error mean((f(g1 y) - g2 y)^2) over the images, with one draw of pairs fixed for the run. The better the
-    network predicts a pixel from its noisy neighbours, the lower; the best checkpoint minimises it.
-    `sub_images`: [(g1, g2)] of validation_data."""
-
-    monitor = ("val_loss", "min")  # what the best checkpoint is chosen by (callbacks.training_callbacks)
-
-    def __init__(self, sub_images, network):
-        super().__init__()
-        self.sub_images = sub_images
-        self.network = network
-
-    def on_epoch_end(self, epoch, logs=None):
-        errors = [np.mean(np.square(predict_padded(self.network, first) - second)) for first, second in self.sub_images]
-        logs["val_loss"] = float(np.mean(errors))

@@ -264,6 +264,16 @@ def get_noise_model(spec="gaussian,0,50", zero_mean=False):
     return noise
 
 
+def noise_at_full_depth(noise, image, rng):
+    """`noise` on an HxWxC image of more than 8 bits, as float32 0-255 (a 16-bit photo / 257), without cutting it
+    to 8 bits (the noise functions take uint8): the noise is drawn on the image rounded to uint8, and the
+    difference it made is added to the full-depth pixels, clipped to 0-255. A uint8 image is noised as it is."""
+    if image.dtype == np.uint8:
+        return noise(image, rng).astype(np.float32)
+    rounded = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return np.clip(image + (noise(rounded, rng).astype(np.float32) - rounded), 0, 255).astype(np.float32)
+
+
 def adds_noise(spec):
     """False for 'clean' (and clean+clean): images under this spec are taken as they are, noisy or not."""
     return any(name != "clean" for name, _ in parse_noise_specs(spec))

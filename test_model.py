@@ -27,7 +27,7 @@ import numpy as np
 import cli
 import images
 from inference import TILE_OVERLAP, denoise, predict_images
-from noise_model import SPEC_HELP, adds_noise, get_noise_model, noise_spec
+from noise_model import SPEC_HELP, adds_noise, get_noise_model, noise_at_full_depth, noise_spec
 
 DEFAULT_SHIPPED = "gaussian"  # the weights test_model.py denoises with where --weight_file is not given
 REAL_PHOTO_SHIPPED = "camera"  # ... and with --test_noise_model clean: real photos carry camera noise
@@ -50,6 +50,12 @@ def multiple_of_16(text):
         raise argparse.ArgumentTypeError(f"expected 0 or a positive multiple of {images.SIZE_MULTIPLE}, "
                                          f"got {text!r}")
     return value
+
+
+def strengths_help():
+    """'1, 2, 3': the strengths the shipped camera weights come at, for --help."""
+    family = cli.shipped_family(cli.shipped_weights().get(REAL_PHOTO_SHIPPED, ""))
+    return ", ".join(f"{strength:g}" for strength in sorted(family)) or "one"
 
 
 def get_args(argv=None):
@@ -89,6 +95,11 @@ def get_args(argv=None):
                              "them: for weights trained with train.py --pixel_shuffle STRIDE, where neighbouring "
                              "pixels of the sub-images are STRIDE apart in the photo, past the reach of camera noise's "
                              "spatial correlation; 1: the photo as it is")
+    parser.add_argument("--strength", type=cli.positive_float, default=None,
+                        help="how much noise to remove, for shipped weights that come at several strengths (the "
+                             "camera weights: " + strengths_help() + "): the member of --weight_file's family trained "
+                             "at that strength; higher removes more, lower keeps more texture. Default: the weights "
+                             "as given (camera: 1)")
     parser.add_argument("--self_ensemble", action="store_true",
                         help="denoise each image in its 8 flips and transposes and average the results, turned "
                              "back: 8x the time for a small gain (result/README.md measures it)")
@@ -99,7 +110,12 @@ def get_args(argv=None):
     parser.add_argument("--output_mode", choices=("triptych", "denoised"), default="triptych",
                         help="triptych: original | noisy | denoised side by side as PNG, cropped to a multiple of "
                              "16 (the original's output); denoised: only the denoised image, full size, with the "
-                             "input's name, format, bit depth and channels (needs --output_dir)")
+                             "input's name, format, bit depth, channels and metadata (EXIF, ICC profile, XMP; "
+                             "needs --output_dir)")
+    parser.add_argument("--jpeg_quality", type=cli.bounded_int(1, 100), default=95,
+                        help="--output_mode denoised: the JPEG quality of results of JPEG inputs (1-100; OpenCV's and "
+                             "this suite's default 95: the denoised photo is cleaner than the camera's JPEG, whose own "
+                             "quality would throw away more of it)")
     parser.add_argument("--allow_output_in_image_dir", action="store_true",
                         help="allow --output_dir to be --image_dir or a folder inside it (results named like the "
                              "test images would replace them)")
@@ -172,7 +188,7 @@ def full_size_result(model, path, noise, rng, args):
         return None
     channels = model.input_shape[-1]
     original = images.to_channels(as_0_255(source), channels)
-    noisy = noisy_at_full_depth(noise, original, rng)
+    noisy = noise_at_full_depth(noise, original, rng)
     output = predict_images(model, noisy[np.newaxis], tile=args.tile, overlap=args.tile_overlap,
                             stride=args.pixel_shuffle, self_ensemble=args.self_ensemble,
                             progress=TileProgress(path.name))[0]
@@ -186,16 +202,6 @@ def full_size_result(model, path, noise, rng, args):
     if args.clean_dir is not None:
         reference = clean_version(path, args, original.shape, full_depth=True)
     return reference, noisy, written, picture
-
-
-def noisy_at_full_depth(noise, original, rng):
-    """The test noise on an HxWxC 0-255 image, float32: a uint8 one as it is; a 16-bit one's float pixels without
-    cutting them to 8 bits (the noise functions take uint8): the noise is drawn on the image rounded to uint8,
-    and the difference it made is added to the full-depth pixels."""
-    if original.dtype == np.uint8:
-        return noise(original, rng).astype(np.float32)
-    rounded = np.clip(np.rint(original), 0, 255).astype(np.uint8)
-    return np.clip(original + (noise(rounded, rng).astype(np.float32) - rounded), 0, 255)
 
 
 class TileProgress:
@@ -284,6 +290,19 @@ def default_weights(test_noise_model):
     return REAL_PHOTO_SHIPPED if real_photos and REAL_PHOTO_SHIPPED in cli.shipped_weights() else DEFAULT_SHIPPED
 
 
+def weights_at_strength(weight_file, strength):
+    """The member of the shipped family of `weight_file` trained at `strength`; a UserError where it has none."""
+    family = cli.shipped_family(weight_file)
+    if strength not in family:
+        offer = ", ".join(f"{value:g}" for value in sorted(family))
+        raise cli.UserError(f"--strength {strength:g}: " + (f"the weights {Path(weight_file).name} come at "
+                            f"{offer}" if family else f"{Path(weight_file).name} comes at one strength; the shipped "
+                            f"camera weights come at {strengths_help()}"))
+    if family[strength] != Path(weight_file):
+        print(f"--strength {strength:g}: using {family[strength]}")
+    return family[strength]
+
+
 def load_model(args):
     """The --model network with the --weight_file weights (the shipped default where none is given), rewritten
     by inference_graph.inference_network: the same output, sooner (batch norms folded, PReLUs as max(x, a*x))."""
@@ -298,6 +317,8 @@ def load_model(args):
                                 f"{cli.SHIPPED_WEIGHTS_DIR}; pass a .weights.h5 file")
         args.weight_file = cli.shipped_weights()[name]
         print(f"using the shipped {name} weights: {args.weight_file}")
+    if args.strength is not None:
+        args.weight_file = weights_at_strength(args.weight_file, args.strength)
     if args.mixed_precision:
         mixed_precision.start_mixed_precision("denoising")
     model = None
@@ -310,12 +331,38 @@ def load_model(args):
     return inference_graph.inference_network(model)
 
 
+def photo_file(picture, path, suffix, jpeg_quality):
+    """The denoised photo's file bytes (or None where it cannot be encoded): in its input's format, with the
+    input's EXIF (orientation 1), ICC profile and XMP where the format holds them (photo_metadata). Metadata that
+    cannot be read or written is left out, with a one-line warning; the photo is written all the same."""
+    import photo_metadata
+
+    metadata, problems = photo_metadata.read_metadata(path)
+    for problem in problems:
+        print(f"warning: {path}: {problem}", file=sys.stderr)
+    for kept in (metadata, photo_metadata.Metadata()):
+        try:
+            if suffix.lower() in (".tif", ".tiff"):
+                return photo_metadata.tiff_bytes(picture, kept)
+            encoded = images.encode_image(picture, suffix, jpeg_quality)
+            return encoded and photo_metadata.with_metadata(encoded, suffix, kept, picture)
+        except photo_metadata.MetadataError as error:
+            print(f"warning: {path}: its metadata cannot be written to {suffix} ({error}): left out",
+                  file=sys.stderr)
+    return None
+
+
 def save_or_show(picture, path, args, output_dir, name):
-    """Write the result as output_dir/name (`name` from output_names), or show it; False when the user quits."""
+    """Write the result as output_dir/name (`name` from output_names), or show it; False when the user quits.
+    The denoised mode keeps the input's metadata (photo_file); a triptych is a fresh PNG."""
     if output_dir is None:
         return show_window(picture, str(path.relative_to(args.image_dir)))
     target = output_dir / name
-    if not images.write_image(target, picture):
+    if args.output_mode == "denoised":
+        data = photo_file(picture, path, target.suffix, args.jpeg_quality)
+        if data is None or not images.write_bytes(target, data):
+            raise cli.UserError(f"--output_dir: cannot write {target}")
+    elif not images.write_image(target, picture):
         raise cli.UserError(f"--output_dir: cannot write {target}")
     print(f"  saved {target}")
     return True

@@ -18,9 +18,8 @@ import numpy as np
 
 import cli
 import images
-import pixel_shuffle
 from inference import denoise
-from noise_model import SPEC_HELP as NOISE_HELP, adds_noise, get_noise_model, noise_spec, zero_mean_conflict
+from noise_model import SPEC_HELP as NOISE_HELP, noise_spec, zero_mean_conflict
 
 # --method: Noise2Noise's noisy pairs, or Neighbor2Neighbor's neighbouring pixels of single noisy patches.
 METHODS = ("noise2noise", "neighbor2neighbor")
@@ -47,17 +46,40 @@ def add_data_flags(parser):
     group.add_argument("--cache_mb", type=cli.positive_float, default=None,
                        help="keep at most this many MiB of decoded training images in memory; the images past it "
                             "are decoded again from their files for every patch (slower). Default: all in memory")
+    add_own_shots_flags(group)
+
+
+def add_own_shots_flags(group):
+    """Your own noisy shots instead of synthetic noise on clean photos: pairs, bursts, noisy/clean pairs."""
+    group.add_argument("--target_dir", type=cli.existing_dir, default=None,
+                       help="your own pairs (docs/own-pairs.md): the second shot of each --image_dir image is the "
+                            "file of the same relative path and name (any image suffix) in this folder. Every patch "
+                            "takes the same window of both, source and target swapped at random; the images are used "
+                            "as they are (--source_noise_model and --target_noise_model apply only where given, "
+                            "added on top)")
+    group.add_argument("--clean_targets", action="store_true",
+                       help="with --target_dir: its images are clean versions of --image_dir's, so train noisy -> "
+                            "clean (supervised, on real data), never swapped")
+    group.add_argument("--bursts", action="store_true",
+                       help="your own bursts: --image_dir holds one folder per scene with two or more shots of it "
+                            "of one size; every patch takes two different shots of one scene (any ordered pair)")
+    group.add_argument("--val_clean_dir", type=cli.existing_dir, default=None,
+                       help="--test_dir holds noisy photos and this folder their clean versions (same names): "
+                            "validate by PSNR and SSIM against them (--val_noise_model only where given, on top)")
+    group.add_argument("--val_target_dir", type=cli.existing_dir, default=None,
+                       help="--test_dir holds noisy photos and this folder a second shot of each (same names): "
+                            "validate by the error of predicting the second shot; the lowest is the best checkpoint")
 
 
 def add_noise_flags(parser):
     """The noise of the inputs, the targets and the validation images (a section of --help)."""
     group = parser.add_argument_group("noise")
-    group.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50",
+    group.add_argument("--source_noise_model", type=noise_spec, default="gaussian,0,50", action=cli.RememberGiven,
                        help=f"noise of the network inputs: {NOISE_HELP}")
     group.add_argument("--target_noise_model", type=noise_spec, default="gaussian,0,50", action=cli.RememberGiven,
                        help=f"noise of the training targets ('clean' for standard training; not with --method "
                             f"neighbor2neighbor, whose targets come from the inputs): {NOISE_HELP}")
-    group.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25",
+    group.add_argument("--val_noise_model", type=noise_spec, default="gaussian,25,25", action=cli.RememberGiven,
                        help=f"noise of the validation inputs: {NOISE_HELP}")
     group.add_argument("--zero_mean_targets", action="store_true",
                        help="add the target noise in float, without clipping to 0-255 or rounding, so the targets' "
@@ -140,6 +162,7 @@ def get_args(argv=None):
     args = parser.parse_args(argv)
     args.lr = getattr(args, "lr", DEFAULT_LR[args.model])
     check_method(parser, args)
+    check_own_shots(parser, args)
     conflict = args.zero_mean_targets and zero_mean_conflict(args.target_noise_model)
     if conflict:
         parser.error(f"argument --zero_mean_targets: {conflict}, or leave out --zero_mean_targets")
@@ -156,6 +179,30 @@ def get_args(argv=None):
         parser.error("argument --steps_per_execution: Keras' PyTorch backend runs one step per call; leave it out "
                      "or use KERAS_BACKEND=tensorflow or jax")
     return args
+
+
+def check_own_shots(parser, args):
+    """--target_dir, --bursts and the validation folders: the combinations that cannot work, before anything loads."""
+    if args.target_dir and args.bursts:
+        parser.error("argument --bursts: not with --target_dir (a burst folder holds every shot of a scene); "
+                     "leave one out")
+    for flag, given in (("--target_dir", args.target_dir), ("--bursts", args.bursts)):
+        if given and args.method == "neighbor2neighbor":
+            parser.error(f"argument {flag}: not with --method neighbor2neighbor, which trains on single noisy "
+                         f"photos; leave one out")
+        if given and args.image_dir is None:
+            parser.error(f"argument {flag}: needs --image_dir, the folder of your shots")
+    if args.clean_targets and not args.target_dir:
+        parser.error("argument --clean_targets: says that --target_dir holds clean versions: pass --target_dir")
+    if args.target_dir and cli.same_folder(args.target_dir, args.image_dir):
+        parser.error("argument --target_dir: the same folder as --image_dir; pass the folder of the second shots")
+    if args.val_clean_dir and args.val_target_dir:
+        parser.error("argument --val_target_dir: not with --val_clean_dir; validate against one of them")
+    for flag, folder in (("--val_clean_dir", args.val_clean_dir), ("--val_target_dir", args.val_target_dir)):
+        if folder and args.test_dir is None:
+            parser.error(f"argument {flag}: needs --test_dir, the folder of the noisy validation photos")
+        if folder and cli.same_folder(folder, args.test_dir):
+            parser.error(f"argument {flag}: the same folder as --test_dir; pass the folder of their other versions")
 
 
 def check_method(parser, args):
@@ -176,71 +223,6 @@ def check_method(parser, args):
         parser.error(f"argument --image_size: --method neighbor2neighbor halves the patches"
                      f"{' for the unet' if args.model == 'unet' else ''}, so it needs a multiple of {multiple}, "
                      f"got {args.image_size}")
-
-
-def load_folder(folder, bundled_names, flag, min_size, what, channels, cache_bytes=None):
-    """Decoded images of `folder` (or of scikit-image's bundled photos); problems are UserErrors naming `flag`."""
-    import generator
-
-    try:
-        paths = images.list_images(folder) if folder else generator.bundled_photo_paths(bundled_names)
-        if not paths:
-            raise generator.NoImagesError(f"no image files ({', '.join(images.IMAGE_SUFFIXES)}) in it")
-        return generator.load_images(paths, min_size=min_size, what=what, channels=channels, cache_bytes=cache_bytes)
-    except generator.NoImagesError as error:
-        raise cli.UserError(f"{flag} {folder or '(bundled photos)'}: {error}") from None
-
-
-def make_datasets(args, seed, replicas=1):
-    """(training PyDataset, validation [(noisy, clean)] pairs) as the flags say; a training batch holds
-    replicas x --batch_size patches (the global batch of a data-parallel step)."""
-    import generator
-
-    cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 2**20)
-    crop = "--image_size patch" if args.pixel_shuffle == 1 else "--image_size x --pixel_shuffle crop"
-    train_images = load_folder(args.image_dir, generator.BUNDLED_TRAIN_PHOTOS, "--image_dir",
-                               args.image_size * args.pixel_shuffle, crop, args.channels, cache_bytes)
-    val_images = load_folder(args.test_dir, generator.BUNDLED_VAL_PHOTOS, "--test_dir",
-                             images.SIZE_MULTIPLE, "minimum validation size", args.channels)
-    source = "scikit-image's bundled photos" if args.image_dir is None else args.image_dir
-    on_disk = sum(isinstance(image, generator.ImageOnDisk) for image in train_images)
-    cache_note = f" ({on_disk} past --cache_mb {args.cache_mb:g} read from disk per patch)" if on_disk else ""
-    print(f"training on {len(train_images)} images from {source}{cache_note}, validating on {len(val_images)}; "
-          f"seed {seed}{'' if args.seed is not None else ' (drawn: --seed ' + str(seed) + ' repeats the run)'}")
-    train = generator.NoisyImageGenerator(
-        train_images, get_noise_model(args.source_noise_model),
-        # (neighbor2neighbor's targets are sub-images of the sources: no target noise to draw and throw away)
-        get_noise_model("clean" if args.method == "neighbor2neighbor" else args.target_noise_model,
-                        zero_mean=args.zero_mean_targets),
-        batch_size=args.batch_size * replicas, image_size=args.image_size, steps=args.steps, seed=seed,
-        workers=args.workers, processes=args.workers if args.use_multiprocessing else 0,
-        neighbor2neighbor=args.method == "neighbor2neighbor", pixel_shuffle=args.pixel_shuffle)
-    val_data = generator.load_validation_data(val_images, get_noise_model(args.val_noise_model))
-    if args.pixel_shuffle > 1:
-        try:
-            val_data = pixel_shuffle.validation_sub_images(val_data, args.pixel_shuffle)
-        except ValueError as error:
-            raise cli.UserError(f"--test_dir {args.test_dir or '(bundled photos)'}: {error} "
-                                f"(--pixel_shuffle)") from None
-    return train, val_data
-
-
-def validation(args, val_data, loss, network, replicas):
-    """The validation callback: PSNR and SSIM against the clean validation images (callbacks.ImageValidation), or
-    for --method neighbor2neighbor with --val_noise_model clean, where the validation photos are noisy themselves,
-    neighbor2neighbor.NoisyValidation (the run says so once)."""
-    import callbacks
-    import neighbor2neighbor
-
-    if args.method != "neighbor2neighbor":
-        return callbacks.ImageValidation(val_data, loss, replicas, network)
-    if adds_noise(args.val_noise_model):
-        return callbacks.ImageValidation(val_data, "mse", replicas, network)
-    print("validating on noisy photos (--val_noise_model clean): no PSNR without clean versions, so val_loss is "
-          "neighbor2neighbor's error of predicting each photo's pixels from their neighbours, and the best "
-          "checkpoint is the epoch with the lowest")
-    return neighbor2neighbor.NoisyValidation(neighbor2neighbor.validation_data([noisy for noisy, _ in val_data]),
-                                             network)
 
 
 def build_model(args, replicas=1):
@@ -395,6 +377,7 @@ def train(args, distribution):
     import distribute
     import keras
     import resume
+    import training_data
 
     state = interrupted_run(args)
     seed = resume.run_seed(args.seed, state)  # --seed, the interrupted run's, or a new one: recorded in its backup
@@ -404,11 +387,15 @@ def train(args, distribution):
     if state is not None:
         check_resumable(model, state, args)
         resume.announce(args.output_path, args.nb_epochs, run_flags(args), state)
-    train_data, val_data = make_datasets(args, seed, distribution.replicas)
+    try:
+        train_data = training_data.training_batches(args, seed, distribution.replicas)
+        validation, val_data, _ = training_data.validation(args, loss, network, distribution.replicas)
+    except training_data.DataError as error:
+        raise cli.UserError(str(error)) from None
     completed = state["epoch"] if state else 0
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     run_callbacks = callbacks.training_callbacks(
-        args.output_path, validation(args, val_data, loss, network, distribution.replicas), loss,
+        args.output_path, validation, loss,
         nb_epochs=args.nb_epochs, lr=args.lr, seed=seed, nan_advice=nan_advice(args), resume_from=state,
         run_flags=run_flags(args), progress_lines=None if sys.stdout.isatty() else args.steps, network=network,
         neighbor_gamma_max=args.neighbor_gamma)

@@ -1,7 +1,8 @@
 """CPU (or GPU) inference speed against the machine's convolution peak, in one run: the SRResNet's 64->64 3x3
 convolution alone (CHAIN in a row) on a 512x512 map in float32 and in bfloat16 (the peak), then test_model.py
---tile on a large photo in float32 and with --mixed_precision (in child processes, as users run it), as pixels a
-second, as a fraction of that peak, and with the child's peak resident memory."""
+--tile on a large photo in float32 and with --mixed_precision (in child processes, as users run it), as a fraction
+of that peak counting the photo's pixels over the whole command (start-up included) and over the photo's own
+time (the pixels a second test_model.py prints), with the child's peak resident memory."""
 import argparse
 import os
 import re
@@ -82,20 +83,23 @@ def srresnet_flops_per_pixel():
 
 
 def tiled_run(folder, args, flags):
-    """test_model.py --tile on `folder` in a child process: (pixels a second it printed, its peak RSS in GiB)."""
+    """test_model.py --tile on `folder` in a child process: (pixels a second it printed, the child's wall seconds
+    from start to exit, its peak RSS in GiB)."""
     command = [sys.executable, str(common.REPO / "test_model.py"), "--image_dir", folder, "--tile", str(args.tile),
                "--weight_file", "gaussian", "--test_noise_model", "clean", "--output_mode", "denoised",
                "--output_dir", f"{folder}_out", *flags]
     with tempfile.TemporaryFile("w+") as output:
+        start = time.perf_counter()
         child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (ru_maxrss in KiB on Linux)
+        wall = time.perf_counter() - start
         output.seek(0)
         printed = output.read()
     shutil.rmtree(f"{folder}_out", ignore_errors=True)
     if os.waitstatus_to_exitcode(status):
         sys.exit(f"test_model.py failed (exit status {os.waitstatus_to_exitcode(status)}):\n{printed[-3000:]}")
     rate = re.search(r"in [\d.]+ s, ([\d,]+) pixels a second", printed)
-    return float(rate.group(1).replace(",", "")), round(usage.ru_maxrss / 2**20, 2)
+    return float(rate.group(1).replace(",", "")), wall, round(usage.ru_maxrss / 2**20, 2)
 
 
 def main():
@@ -116,11 +120,13 @@ def main():
         cv2.imwrite(f"{folder}/large.png", cv2.resize(photo, args.size, interpolation=cv2.INTER_CUBIC))
         for name, policy, flags in precisions:
             peak = conv_peak_gflops(policy, args.repeats)
-            rate, peak_rss_gib = tiled_run(folder, args, flags)
+            rate, wall, peak_rss_gib = tiled_run(folder, args, flags)
             gflops = rate * flops_per_pixel / 1e9
+            whole = width * height * flops_per_pixel / wall / 1e9  # the whole command, start-up included
             common.emit("inference", precision=name, conv_peak_gflops=round(peak, 1), size=f"{width}x{height}",
-                        tile=args.tile, pixels_per_s=round(rate), gflops_photo_pixels=round(gflops, 1),
-                        fraction_of_peak=round(gflops / peak, 3),
+                        tile=args.tile, whole_command_s=round(wall, 1),
+                        fraction_of_peak_whole_command=round(whole / peak, 3), pixels_per_s=round(rate),
+                        gflops_photo_pixels=round(gflops, 1), fraction_of_peak=round(gflops / peak, 3),
                         fraction_of_peak_tile_pixels=round(gflops * computed_per_photo_pixel / peak, 3),
                         tile_pixels_per_photo_pixel=round(computed_per_photo_pixel, 3),
                         peak_rss_gib=peak_rss_gib, mflop_per_pixel=round(flops_per_pixel / 1e6, 3))

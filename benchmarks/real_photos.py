@@ -13,7 +13,6 @@ import numpy as np
 import common
 
 import cli
-import images
 
 
 def get_args():

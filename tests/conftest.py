@@ -86,6 +86,29 @@ def small_photos(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="package")
+def own_shots(tmp_path_factory):
+    """Your own noisy shots of 4 synthetic scenes (72-96 x 80 pixels), as train.py --target_dir and --bursts take
+    them: first/ and second/ (two independent gaussian sigma-15 shots of each scene, second/ as lossless WebP),
+    clean/ (the scenes), bursts/ (one folder per scene, with 2, 3, 4 and 2 shots)."""
+    folder = tmp_path_factory.mktemp("own_shots")
+    rng = np.random.default_rng(6)
+    for name in ("first", "second", "clean", *(f"bursts/scene{k}" for k in range(4))):
+        (folder / name).mkdir(parents=True)
+
+    def shot(scene):
+        return np.clip(scene + rng.normal(0, 15, scene.shape), 0, 255).astype(np.uint8)
+
+    for k in range(4):
+        scene = synthetic_photo(rng, 72 + 8 * k, 80).astype(np.float32)
+        cv2.imwrite(str(folder / "clean" / f"s{k}.png"), scene.astype(np.uint8))
+        cv2.imwrite(str(folder / "first" / f"s{k}.png"), shot(scene))
+        cv2.imwrite(str(folder / "second" / f"s{k}.webp"), shot(scene), [cv2.IMWRITE_WEBP_QUALITY, 101])
+        for j in range((2, 3, 4, 2)[k]):
+            cv2.imwrite(str(folder / "bursts" / f"scene{k}" / f"shot{j}.png"), shot(scene))
+    return folder
+
+
 def require_backend(backend):
     """{"KERAS_BACKEND": backend} for a subprocess; skips the test where that backend's package is missing
     (optional: requirements-backends.txt), and fails instead under N2N_REQUIRE_BACKENDS=1 (set by .ci/run,

@@ -137,10 +137,10 @@ def test_every_patch_position_can_be_drawn_including_the_last():
     randint(0, h - size + 1)); one exactly the patch's size has one."""
     rng = np.random.default_rng(0)
     image = np.arange(17 * 17 * 3, dtype=np.int32).reshape(17, 17, 3)
-    corners = {tuple(generator.random_patch([image], 16, rng)[0, 0, :1]) for _ in range(200)}
+    corners = {tuple(generator.random_patches([(image,)], 16, rng)[0][0, 0, :1]) for _ in range(200)}
     assert corners == {(image[top, left, 0],) for top in (0, 1) for left in (0, 1)}
     exact = image[:16, :16]
-    np.testing.assert_array_equal(generator.random_patch([exact], 16, rng), exact)
+    np.testing.assert_array_equal(generator.random_patches([(exact,)], 16, rng)[0], exact)
 
 
 def test_clean_targets_are_real_crops_of_the_images():
@@ -330,7 +330,7 @@ def test_images_smaller_than_the_patch_are_left_out(photos):
     images = photos
     data = generator.NoisyImageGenerator(images, get_noise_model("clean"), get_noise_model("clean"),
                                          batch_size=2, image_size=50, steps=1, seed=0)
-    assert all(min(image.shape[:2]) >= 50 for image in data.images) and data.images
+    assert all(min(group[0].shape[:2]) >= 50 for group in data.groups) and data.groups
     with pytest.raises(generator.NoImagesError, match="1000x1000"):
         generator.NoisyImageGenerator(images, None, None, image_size=1000)
 

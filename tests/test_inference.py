@@ -71,7 +71,8 @@ def test_every_shipped_name_loads_into_the_network_its_manifest_names():
     and loads into the network and channels the manifest gives; every shipped file is listed."""
     manifest = cli.weights_manifest()
     assert set(cli.shipped_weights()) == set(manifest) and manifest
-    assert {path.name for path in cli.SHIPPED_WEIGHTS_DIR.glob("*.weights.h5")} == {e["file"] for e in manifest.values()}
+    files = {path.name for path in cli.SHIPPED_WEIGHTS_DIR.glob("*.weights.h5")}
+    assert files == {entry["file"] for entry in manifest.values()}
     for name, entry in manifest.items():
         assert cli.weight_file(name) == cli.SHIPPED_WEIGHTS_DIR / entry["file"]
         models.load_weights(models.get_model(entry["model"], entry["channels"]), cli.weight_file(name))
@@ -80,7 +81,8 @@ def test_every_shipped_name_loads_into_the_network_its_manifest_names():
 def shipped_inference_network(name):
     """The shipped weights `name` in the network test_model.py denoises with (model.inference_network)."""
     return test_model.load_model(argparse.Namespace(model="srresnet", weight_file=cli.shipped_weights()[name],
-                                                    mixed_precision=False, test_noise_model="clean"))
+                                                    mixed_precision=False, test_noise_model="clean",
+                                                    strength=None))
 
 
 # gaussian, test_model.py's default, is checked on its command line: test_scripts.py's triptych test.

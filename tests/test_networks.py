@@ -401,8 +401,6 @@ def random_denoiser(seed):
 
 def neighbor_batch(seed=0, size=16):
     """(noisy (2, size, size, 3) float32 0-255, pairs, g2): one Neighbor2Neighbor training batch."""
-    import generator
-
     rng = np.random.default_rng(seed)
     noisy = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     pairs = neighbor2neighbor.draw_pairs(rng, 2, size // 2, size // 2)
@@ -410,8 +408,6 @@ def neighbor_batch(seed=0, size=16):
 
 
 def test_neighbor_subsample_layer_matches_the_numpy_sub_sampler():
-    import generator
-
     noisy, pairs, _ = neighbor_batch()
     for got, expected in zip(neighbor2neighbor.Subsample()(noisy, pairs), neighbor2neighbor.sub_images(noisy, pairs)):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
@@ -423,8 +419,6 @@ def test_neighbor_loss_is_the_papers_formula():
     noisy, pairs, target = neighbor_batch()
     network = random_denoiser(1)
     output = keras.ops.convert_to_numpy(neighbor2neighbor.training_model(network)([noisy, pairs]))
-    import generator
-
     whole = neighbor2neighbor.sub_images(keras.ops.convert_to_numpy(network(noisy)), pairs)
     denoised_first = keras.ops.convert_to_numpy(network(neighbor2neighbor.sub_images(noisy, pairs)[0]))
     np.testing.assert_allclose(output, np.concatenate([denoised_first, whole[0] - whole[1]], -1), rtol=1e-4, atol=1e-3)
@@ -449,7 +443,8 @@ def test_neighbor2neighbor_gradient_flows_through_f_of_g1_only():
     first, _ = neighbor2neighbor.Subsample()(noisy_in, pairs_in)
     fixed = keras.Model([noisy_in, pairs_in, constant], keras.layers.Concatenate()([reference(first), constant]))
     for model, inputs in ((wrapper, [noisy, pairs]), (fixed, [noisy, pairs, consistency])):
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-6), loss=neighbor2neighbor.NeighborLoss(gamma=2.0))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-6),
+                      loss=neighbor2neighbor.NeighborLoss(gamma=2.0))
         model.train_on_batch(inputs, target)
     for got, expected, before in zip(trained.get_weights(), reference.get_weights(), initial):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
@@ -472,7 +467,8 @@ def test_neighbor_gamma_rises_to_its_maximum_and_a_resumed_run_continues_it(tmp_
     validation = [(noisy[:1], noisy[:1])]
     run = callbacks.training_callbacks(tmp_path, callbacks.ImageValidation(validation, "mse", network=network), loss,
                                        nb_epochs=4, lr=1e-9, seed=0, network=network, neighbor_gamma_max=3.0)
-    model.fit([noisy, pairs], target, batch_size=2, epochs=4, initial_epoch=2, verbose=0, callbacks=[*run, probe, traces])
+    model.fit([noisy, pairs], target, batch_size=2, epochs=4, initial_epoch=2, verbose=0,
+              callbacks=[*run, probe, traces])
     assert seen == [2.25, 3.0] and load_history(tmp_path)["neighbor_gamma"] == [2.25, 3.0]
     assert traces.traced_once(), traces.per_epoch  # one compiled step for both epochs
     (checkpoint,) = tmp_path.glob("weights.003-*.weights.h5")
