@@ -3,6 +3,7 @@ noise, then row banding, then JPEG at quality 90), the shipped weights fine-tune
 them as pairs (train.py --target_dir), as bursts of 2, 3 and 4 shots (--bursts, the same scenes), against the
 same fine-tune with clean targets (--clean_targets) and with the suite's closest noise model drawn on the fly;
 each scored by test_model.py on held-out photos with that noise. One JSON line a run."""
+import json
 import re
 import sys
 from pathlib import Path
@@ -16,9 +17,9 @@ import cli
 import images
 from noise_model import get_noise_model
 
-CAMERA = "camera,25,65+chroma,2,4"  # the known part of the noise
-CLOSEST_SPEC = "camera,25,65+chroma,2,4+jpeg,85,95"  # the suite's closest model of it, for the on-the-fly run
-BANDING = 1.5  # grey levels: the standard deviation of each row's offset, the same in every channel
+CAMERA = "camera,30,80+chroma,2,4"  # the known part of the noise
+CLOSEST_SPEC = "camera,30,80+chroma,2,4+jpeg,85,95"  # the suite's closest model of it, for the on-the-fly run
+BANDING = 2.0  # grey levels: the standard deviation of each row's offset, the same in every channel
 QUALITY = 90
 
 
@@ -40,7 +41,7 @@ def get_args():
     parser.add_argument("--data", default="runs/own_pairs/data", help="where the noisy shots are written (once)")
     parser.add_argument("--output_path", default="runs/own_pairs", help="where the training runs go")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="which runs to make")
-    parser.add_argument("--nb_epochs", type=cli.positive_int, default=6, help="epochs of every run")
+    parser.add_argument("--nb_epochs", type=cli.positive_int, default=4, help="epochs of every run")
     parser.add_argument("--steps", type=cli.positive_int, default=50, help="batches of 16 64x64 patches an epoch")
     parser.add_argument("--lr", type=cli.positive_float, default=0.0003, help="initial learning rate")
     parser.add_argument("--weight", default="gaussian", help="the shipped weights every run starts from")
@@ -90,7 +91,8 @@ def run_flags(args, name):
     return ["--image_dir", str(burst_folders(args.data, shots)), "--bursts", *by_pairs]
 
 
-RUNS = ("pairs", "clean_targets", "on_the_fly", "bursts2", "bursts3", "bursts4", "camera_pairs")
+# (bursts of 2 shots are the pairs: every patch takes both, in either order)
+RUNS = ("pairs", "clean_targets", "on_the_fly", "bursts3", "bursts4", "camera_pairs")
 
 
 def best_checkpoint(stdout):
@@ -105,6 +107,16 @@ def score(weights, noisy_dir, clean_dir):
                             "clean", "--output_dir", f"{noisy_dir}_out", "--output_mode", "denoised"])
     return tuple(map(float, re.search(r"mean over \d+ images: noisy ([\d.]+) dB, denoised ([\d.]+) dB",
                                       stdout).groups()))
+
+
+def polyu_psnr(weights):
+    """benchmarks/real_photos.py's PSNR of `weights` on the real photos of PolyU-Canon5D2, or None without them."""
+    folder = common.DATASETS / "PolyU-Canon5D2"
+    if not folder.is_dir():
+        return None
+    stdout, _ = common.run([sys.executable, str(Path(__file__).with_name("real_photos.py")), "--pairs", str(folder),
+                            "--nlm_h", "--weights", str(weights)])
+    return json.loads(stdout.splitlines()[-1])["psnr"]
 
 
 def main():
@@ -127,8 +139,10 @@ def main():
                                       str(Path(args.output_path) / name)])
         checkpoint = best_checkpoint(stdout)
         noisy, denoised = score(checkpoint, *test)
+        real = {"polyu_psnr": polyu_psnr(checkpoint), "polyu_psnr_of_start": polyu_psnr(weight)} \
+            if name == "camera_pairs" else {}
         common.emit("own_pairs", run=name, weight=weight, checkpoint=checkpoint, noisy_psnr=noisy, psnr=denoised,
-                    train_s=round(seconds), **budget)
+                    train_s=round(seconds), **real, **budget)
     return 0
 
 
