@@ -215,18 +215,28 @@ class ProgressLines(keras.callbacks.Callback):
               f"step, about {rough_duration(per_step * (self.steps - done))} left in this epoch", flush=True)
 
 
+def start_score(validation):
+    """The validation score (validation.monitor's key) of the weights the network holds before training: a
+    fine-tune keeps an epoch only where it beats its start."""
+    logs = {}
+    validation.on_epoch_end(-1, logs)
+    return logs.get(validation.monitor[0])
+
+
 def training_callbacks(output_path, validation, loss, *, nb_epochs, lr, seed, nan_advice="Lower the learning rate.",
-                       resume_from=None, run_flags=None, progress_lines=None, network=None, neighbor_gamma_max=2.0):
+                       resume_from=None, run_flags=None, progress_lines=None, network=None, neighbor_gamma_max=2.0,
+                       to_beat=None):
     """The callbacks of a training run, in the order they must run: `validation` (an ImageValidation, or another
     callback with a `monitor` (log key, "max" or "min") that sets val_loss), LR schedule, best checkpoint by that
     key, history, --resume backup (`resume_from`: read_backup's state, continued; `seed`: the run's), NaN stop,
     annealing of the loss' gamma where `loss` has one (L0Loss, NeighborLoss), and ProgressLines with
     `progress_lines` (steps per epoch). `network`: the denoiser saved, where the fitted model is a training
-    wrapper around it."""
+    wrapper around it. `to_beat`: a score (start_score's) the first checkpoint must beat."""
     history = (resume_from or {}).get("history", {})
     monitor, mode = validation.monitor
     scores = "{val_loss:.3f}-{val_PSNR:.5f}" if monitor == "val_PSNR" else "{val_loss:.3f}"
-    finite_scores = [value for value in history.get(monitor, []) if math.isfinite(value)]
+    earlier = [*history.get(monitor, []), *([] if to_beat is None else [to_beat])]
+    finite_scores = [value for value in earlier if math.isfinite(value)]
     history_saver = HistorySaver(os.path.join(str(output_path), "history.npz"), history)
     callbacks = [
         validation,
@@ -236,7 +246,7 @@ def training_callbacks(output_path, validation, loss, *, nb_epochs, lr, seed, na
                        best=(max if mode == "max" else min)(finite_scores, default=None)),
         history_saver,
         resume.RunBackup(os.path.join(str(output_path), resume.BACKUP_FOLDER), history_saver, run_flags,
-                         resume_from, seed),
+                         resume_from, seed, to_beat),
         StopOnNaN(nan_advice),
     ]
     if isinstance(loss, L0Loss):

@@ -59,15 +59,17 @@ class RunBackup(keras.callbacks.Callback):
     """The --resume backup. After every epoch whose loss and val_loss are finite: the weights and optimizer
     state as epoch_NNN.weights.h5, then STATE_FILE naming it, with the run's flags, its seed and `history_saver`'s
     history. The state is written last, so it always names a whole file; older weights go after it.
-    `resume_from` (read_backup's state) is loaded into the model when training begins."""
+    `resume_from` (read_backup's state) is loaded into the model when training begins; `to_beat`, the starting
+    weights' score that a checkpoint must beat, is kept for the resumed run."""
 
-    def __init__(self, backup_dir, history_saver, run_flags=None, resume_from=None, seed=None):
+    def __init__(self, backup_dir, history_saver, run_flags=None, resume_from=None, seed=None, to_beat=None):
         super().__init__()
         self.backup_dir = Path(backup_dir)
         self.history_saver = history_saver
         self.run_flags = run_flags or {}
         self.resume_from = resume_from
         self.seed = seed
+        self.to_beat = to_beat
 
     def on_train_begin(self, logs=None):
         if self.resume_from is not None:
@@ -85,7 +87,7 @@ class RunBackup(keras.callbacks.Callback):
         weights = f"epoch_{epoch + 1:03d}.weights.h5"
         write_atomically(self.backup_dir / weights, self.model.save_weights)
         state = {"epoch": epoch + 1, "weights": weights, "flags": self.run_flags, "seed": self.seed,
-                 "history": self.history_saver.history}
+                 "to_beat": self.to_beat, "history": self.history_saver.history}
         write_atomically(self.backup_dir / STATE_FILE, lambda temporary: Path(temporary).write_text(json.dumps(state)))
         for old in self.backup_dir.glob("epoch_*.weights.h5"):
             if old.name != weights:

@@ -117,7 +117,8 @@ def add_training_flags(parser):
     group.add_argument("--weight", type=cli.weight_file, default=None,
                        help="start from these weights, e.g. to continue training or fine-tune: a .weights.h5, an "
                             "original Keras 2 .hdf5, or the name of weights shipped in result/weights "
-                            f"({cli.shipped_weights_help()})")
+                            f"({cli.shipped_weights_help()}); they are validated first, and an epoch's checkpoint is "
+                            "written only where it beats them")
     group.add_argument("--output_path", default="checkpoints",
                        help="folder for checkpoints, history and plots (relative to the current directory)")
     group.add_argument("--seed", type=cli.seed, default=None,
@@ -260,10 +261,26 @@ def build_model(args, replicas=1):
     return model, loss, network
 
 
-def report(model, args, val_data, best):
+def score_of_start(args, validation, distribution, state):
+    """A fine-tune's (--weight's) validation score before training, which a checkpoint must beat; a resumed run's
+    from its backup; None when training from scratch."""
+    import callbacks
+
+    if state is not None:
+        return state.get("to_beat")
+    if not args.weight:
+        return None
+    with distribution.scope():
+        score = callbacks.start_score(validation)
+    print(f"the starting weights ({args.weight}): {validation.monitor[0]} {score:.5f}; an epoch's checkpoint is "
+          "written only where it beats them")
+    return score
+
+
+def report(model, args, val_data, best, to_beat=None):
     """After training: write original | noisy | denoised of the first validation image, denoised by the best
-    checkpoint, and say where everything is. A data-parallel model is replaced by a plain one first: the chief
-    alone must not run the replicas."""
+    checkpoint (by --weight's where no epoch beat them: `to_beat`), and say where everything is. A data-parallel
+    model is replaced by a plain one first: the chief alone must not run the replicas."""
     import model as models
 
     output_path = Path(args.output_path)
@@ -272,6 +289,10 @@ def report(model, args, val_data, best):
     if best is not None:
         model.load_weights(str(best))
         print(f"best checkpoint: {best}")
+    elif to_beat is not None:
+        models.load_weights(model, args.weight)
+        best = args.weight
+        print(f"no epoch beat the starting weights ({args.weight}, {to_beat:.5f}): keep using them")
     noisy, clean = (array[0].astype(np.uint8) for array in val_data[0])
     images.write_image(output_path / "sample.png", np.concatenate([clean, noisy, denoise(model, noisy)], axis=1))
     print(f"history: {output_path / 'history.npz'}; sample (original | noisy | denoised): "
@@ -392,13 +413,14 @@ def train(args, distribution):
         validation, val_data, _ = training_data.validation(args, loss, network, distribution.replicas)
     except training_data.DataError as error:
         raise cli.UserError(str(error)) from None
+    to_beat = score_of_start(args, validation, distribution, state)
     completed = state["epoch"] if state else 0
     train_data.epoch = completed  # the patches of epoch e come from seed (seed, e, batch)
     run_callbacks = callbacks.training_callbacks(
         args.output_path, validation, loss,
         nb_epochs=args.nb_epochs, lr=args.lr, seed=seed, nan_advice=nan_advice(args), resume_from=state,
         run_flags=run_flags(args), progress_lines=None if sys.stdout.isatty() else args.steps, network=network,
-        neighbor_gamma_max=args.neighbor_gamma)
+        neighbor_gamma_max=args.neighbor_gamma, to_beat=to_beat)
     distribute.prepare_fit(model, distribution, train_data)
     if not args.resume:
         resume.replace_old_backup(args.output_path)
@@ -416,7 +438,7 @@ def train(args, distribution):
         return 1  # StopOnNaN said why and what to change
     if distribution.worker == 0:
         history = next(c.history for c in run_callbacks if isinstance(c, callbacks.HistorySaver))
-        report(network, args, val_data, callbacks.best_checkpoint(args.output_path, history))
+        report(network, args, val_data, callbacks.best_checkpoint(args.output_path, history), to_beat)
     return 0
 
 

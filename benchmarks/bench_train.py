@@ -1,5 +1,6 @@
 """Steady-state training step time: train.py's generator (its default worker threads) against batches made
-beforehand as in-memory arrays, per model, in one run, to show what the feed costs a step."""
+beforehand as in-memory arrays (the floor), per model and precision (float32, and bfloat16 as train.py
+--mixed_precision sets it), in one run, to show what the feed and the precision cost a step."""
 import sys
 import time
 
@@ -53,6 +54,8 @@ def get_args():
     common.add_models_flag(parser, models.MODEL_NAMES)
     common.add_steps_flag(parser, 10)
     common.add_patch_flags(parser)
+    parser.add_argument("--precisions", nargs="+", choices=("float32", "bfloat16"), default=["float32"],
+                        help="float32, and bfloat16 (train.py --mixed_precision: mixed_bfloat16)")
     return parser.parse_args()
 
 
@@ -62,7 +65,9 @@ def main():
     noise = get_noise_model("gaussian,0,50")
     shared = dict(batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
                   backend=keras.backend.backend())
-    for model_name in args.models:
+    for precision, model_name in ((precision, name) for precision in args.precisions for name in args.models):
+        keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+        shared["precision"] = precision
         data = generator.NoisyImageGenerator(cached, noise, noise, batch_size=args.batch_size,
                                              image_size=args.image_size, steps=args.steps, seed=0,
                                              workers=cli.default_workers())

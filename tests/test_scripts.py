@@ -128,6 +128,20 @@ def test_weight_starts_training_from_the_given_weights(tmp_path, image_folder, s
     assert load_history(output)["val_PSNR"][0] > 25.5, load_history(output)
 
 
+def test_a_fine_tune_that_never_beats_its_start_keeps_the_start(tmp_path, image_folder, small_photos):
+    """--weight's validation score comes first: an epoch's checkpoint is written only where it beats it. A learning
+    rate that wrecks the gaussian weights writes none, and the run names the starting weights to keep using."""
+    output, result = train(tmp_path, "wrecked", image_folder, small_photos, "--nb_epochs", 1, "--steps", 2,
+                           "--lr", 0.05, "--weight", "gaussian")
+    start = float(re.search(r"the starting weights \(\S+\): val_PSNR ([\d.]+)", result.stdout).group(1))
+    assert load_history(output)["val_PSNR"][0] < start - 1, (start, load_history(output))
+    assert not list(output.glob("weights.*.weights.h5"))
+    shipped = cli.shipped_weights()["gaussian"]
+    assert f"no epoch beat the starting weights ({shipped}, {start:.5f}): keep using them" in result.stdout
+    assert f"--weight_file {shipped} " in result.stdout
+    assert cv2.imread(str(output / "sample.png")).shape[2] == 3
+
+
 def test_grayscale_model_trains_and_denoises_a_grayscale_folder(tmp_path, image_folder):
     output, _ = train(tmp_path, "gray", image_folder, image_folder, "--channels", 1, "--lr", 0.001)
     checkpoint = assert_trained(output)[0]
