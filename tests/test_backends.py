@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+import cli
+
 from conftest import LEGACY_CHECKPOINT, REPO, require_backend, run_main, run_script
 
 OTHER_BACKENDS = ("jax", "torch")
@@ -24,14 +26,17 @@ BACKEND_DEPENDENT_TESTS = ["tests/test_networks.py", "tests/test_legacy_checkpoi
 
 @pytest.mark.parametrize("backend", ["torch"])  # JAX trains in test_distribute.py and denoises below
 def test_train_then_test_model_on_backend(backend, tmp_path, image_folder, small_photos):
-    """Fine-tune the shipped weights for two small steps, then denoise with the checkpoint: it still denoises."""
+    """Fine-tune the shipped weights for two small steps, then denoise with the weights train.py names (the
+    checkpoint, or the start where the two steps did not beat it): they still denoise."""
     env = require_backend(backend)
     output = tmp_path / "run"
     trained = run_script("train.py", "--image_dir", image_folder, "--test_dir", small_photos, "--nb_epochs", 1,
                          "--steps", 2, "--batch_size", 2, "--image_size", 32, "--lr", 1e-5, "--weight", "gaussian",
                          "--output_path", output, env=env)
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    (checkpoint,) = output.glob("weights.*.weights.h5")
+    assert (output / "backup" / "epoch_001.weights.h5").is_file()  # the backend wrote the epoch's weights
+    checkpoint = re.search(r"^denoise photos with: .* --weight_file (\S+) ", trained.stdout, re.MULTILINE).group(1)
+    assert checkpoint == str(next(output.glob("weights.*.weights.h5"), cli.shipped_weights()["gaussian"]))
     tested = run_script("test_model.py", "--weight_file", checkpoint, "--image_dir", small_photos,
                         "--output_dir", tmp_path / "denoised", env=env)
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -47,7 +47,7 @@ TRAIN_CASES = [
     (["--model", "resnet"], ["--model", "srresnet", "unet"]),
     (["--model", "unet", "--image_size", "40"], ["--image_size", "multiple of 16"]),
     (["--image_size", "5000", "--image_dir", "IMAGES"], ["5000x5000"]),
-    (["--weight", "MISSING"], ["--weight", "no such file, and not the name of shipped weights (camera, gaussian"]),
+    (["--weight", "MISSING"], ["--weight", "no such file, and not the name of shipped weights (camera, camera_strong"]),
     (["--cache_mb", "0"], ["--cache_mb", "> 0"]),
     (["--method", "neighbor2neighbor", "--target_noise_model", "gaussian,0,50"],
      ["--target_noise_model", "neighbor2neighbor", "leave it out"]),  # even with its default value
@@ -207,7 +207,7 @@ def test_test_model_rejects_a_file_in_the_way_of_output_dir(image_folder, output
     (["--tile", "60"], ["--tile", "multiple of 16"]),
     (["--tile", "32"], ["--tile", "larger than --tile_overlap"]),
     (["--tile_overlap", "-16", "--tile", "128"], ["--tile_overlap", "multiple of 16"]),
-    (["--weight_file", "gausian"], ["--weight_file", "gausian", "shipped weights (camera, gaussian"]),
+    (["--weight_file", "gausian"], ["--weight_file", "gausian", "shipped weights (camera, camera_strong"]),
     (["--clean_dir", "."], ["--clean_dir", "--test_noise_model clean"]),  # scores noisy photos, adds no noise
     (["--clean_dir", "MISSING", "--test_noise_model", "clean"], ["--clean_dir", "MISSING"]),
 ])
