@@ -98,9 +98,9 @@ def get_args(argv=None):
     parser.add_argument("--strength", type=cli.positive_float, default=None,
                         help="how much noise to remove, for shipped weights that come at several strengths (the "
                              "camera weights: " + strengths_help() + "): the member of --weight_file's family trained "
-                             "at that strength; higher removes more, lower keeps more texture (camera: 1 for ISO 3200-6400 "
-                             "photos, 1.5 for noisier ones or heavier JPEG, 0.5 for fine grain and texture). Default: "
-                             "the weights as given (camera: 1)")
+                             "at that strength; higher removes more, lower keeps more texture (camera: 1 for ISO "
+                             "3200-6400 photos, 1.5 for noisier ones or heavier JPEG, 0.5 for fine grain and texture). "
+                             "Default: the weights as given (camera: 1)")
     parser.add_argument("--self_ensemble", action="store_true",
                         help="denoise each image in its 8 flips and transposes and average the results, turned "
                              "back: 8x the time for a small gain (result/README.md measures it)")
