@@ -6,7 +6,7 @@ import shlex
 import cv2
 
 from conftest import REPO, run_script
-from plot_history import load_history
+from plot_history import METRICS, load_history
 
 
 def quick_start_commands():
@@ -29,5 +29,5 @@ def test_the_readme_quick_start_runs_as_written_and_leaves_plots(tmp_path):
     assert cv2.imread(str(output / "sample.png")).shape[2] == 3
     result = run_script(plot, *plot_args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    for metric in ("val_loss", "val_PSNR", "val_SSIM"):
+    for metric in METRICS:
         assert cv2.imread(str(output / f"{metric}.png")) is not None, metric
